@@ -1,6 +1,5 @@
 """Pruning: channel groups of a model (structure), which channels go (criteria), removal (prune)."""
-from pdsearch.pruning.criteria import CRITERIA, check_criterion
 from pdsearch.pruning.prune import prune
 from pdsearch.pruning.structure import ChannelGroup, ModelStructure, analyze
 
-__all__ = ["CRITERIA", "ChannelGroup", "ModelStructure", "analyze", "check_criterion", "prune"]
+__all__ = ["ChannelGroup", "ModelStructure", "analyze", "prune"]

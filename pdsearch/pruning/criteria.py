@@ -6,9 +6,9 @@ from typing import Callable
 import torch
 import torch_pruning as tp
 
-from pdsearch.errors import PdsearchError
+from pdsearch.policy.policy import CRITERIA, check_criterion
 
-CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
+IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
     "fpgm": lambda: tp.importance.FPGMImportance(),
@@ -21,10 +21,7 @@ CRITERIA: dict[str, Callable[[], tp.importance.Importance]] = {
 NEEDS_GRADIENTS = {"taylor"}
 
 
-def check_criterion(name: str) -> str:
-    if name not in CRITERIA:
-        raise PdsearchError(f"unknown criterion {name!r}: use one of {', '.join(CRITERIA)}")
-    return name
+assert set(IMPORTANCES) == set(CRITERIA)
 
 
 class GroupScorer:
@@ -36,8 +33,8 @@ class GroupScorer:
     """
 
     def __init__(self, criterion: str) -> None:
-        self.importance = CRITERIA[check_criterion(criterion)]()
-        self.fallback = CRITERIA["l1"]()
+        self.importance = IMPORTANCES[check_criterion(criterion)]()
+        self.fallback = IMPORTANCES["l1"]()
 
     def __call__(self, group) -> torch.Tensor:
         score = self.importance(group)

@@ -1,0 +1,5 @@
+import sys
+
+from pdsearch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""Command line: a thin layer over pdsearch's Python API (same verbs)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Sequence
+
+from pdsearch.errors import PdsearchError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        raise PdsearchError(f"{self.prog}: {message}")
+
+
+def _numbers(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise PdsearchError(f"expected comma-separated numbers, got {text!r}") from None
+    return [int(v) if v.is_integer() else v for v in values]
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return f"{n:.0f}"
+
+
+def _print_plan(p) -> None:
+    pol = p.policy
+    shape = pol.pd or f"slope {pol.slope:+.2f} curvature {pol.curvature:+.2f}"
+    how = "FlexiPrune tables" if pol.mode == "flexiprune" else f"calibrated on {pol.target}"
+    print(f"{p.model}: GPR {pol.gpr:g}%, {shape}, {how}, criterion {pol.criterion}")
+    print(f"{'#':>3}  {'layer':<36} {'pos':>5} {'rate':>7} {'channels':>9} {'kept':>6}")
+    for i, layer in enumerate(p.layers):
+        print(f"{i:>3}  {layer['name']:<36} {layer['position']:>5.2f} {layer['rate']:>7.2%} "
+              f"{layer['channels']:>9} {layer['kept']:>6}")
+    print(f"FlexiPrune list_pruning: {p.flexiprune_list}")
+    for label, c in (("FLOPs", p.flops), ("params", p.params)):
+        print(f"{label:<7} {_human(c['base'])} -> {_human(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from pdsearch.planning import Planner
+    from pdsearch.policy import Policy, normalize_pd
+
+    fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate)
+    if args.grid:  # validate every grid point before the (slow) model analysis
+        pds = [normalize_pd(p) for p in args.pds.split(",")]
+        for gpr in args.gprs:
+            Policy(gpr=gpr, pd=pds[0], **fields)
+    elif args.gpr is None:
+        raise PdsearchError("plan needs --gpr (or --grid)")
+    else:
+        policy = Policy(gpr=args.gpr, pd=args.pd, **fields)
+    planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size)
+    if args.grid:
+        table = planner.grid(args.gprs, pds, **fields)
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+        if args.json:
+            print(table.to_json(orient="records"))
+        else:
+            for metric in ("flops_reduction_pct", "params_reduction_pct"):
+                print(f"{metric} by GPR (rows) x PD (columns)")
+                print(table.pivot(index="gpr", columns="pd", values=metric).to_string(float_format="%.2f"))
+            failed = table[table["error"] != ""]
+            for _, row in failed.iterrows():
+                print(f"GPR {row['gpr']} {row['pd']}: {row['error']}")
+        return 0
+    p = planner.plan(policy)
+    if args.json:
+        print(json.dumps(p.to_dict(), indent=2))
+    else:
+        _print_plan(p)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pdsearch", description="Search pruning policies (GPR x PD) for CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plan", help="per-layer rates and FLOPs/params of a policy, or of a GPR x PD grid")
+    p.add_argument("--model", required=True, help="registry name, torchvision name, or package.module:factory")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--gpr", type=float, help="global pruning rate in percent, [0, 100)")
+    p.add_argument("--pd", default="PD1", help="PD1-PD5 or a name such as bottom-up")
+    p.add_argument("--mode", default="calibrated", help="calibrated (any CNN) or flexiprune (AlexNet/VGG tables)")
+    p.add_argument("--criterion", default="l1")
+    p.add_argument("--target", default="flops", help="calibration target: flops, params or mean")
+    p.add_argument("--max-rate", type=float, default=0.9, help="per-layer rate cap (fraction)")
+    p.add_argument("--grid", action="store_true", help="plan every GPR x PD")
+    p.add_argument("--gprs", type=_numbers, default=list(range(10, 100, 10)))
+    p.add_argument("--pds", default="1,2,3,4,5")
+    p.add_argument("--csv", help="write the grid to this CSV file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation chatter
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except PdsearchError as exc:
+        print(f"pdsearch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("pdsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

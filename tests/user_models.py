@@ -1,0 +1,24 @@
+"""A user's own model, importable as 'user_models:tiny_net' (tests/ is on sys.path)."""
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def tiny_net(num_classes: int = 10, width: int = 8) -> TinyNet:
+    return TinyNet(num_classes, width)
+
+
+def not_a_model(num_classes: int = 10):
+    return "surprise"
