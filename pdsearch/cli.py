@@ -80,6 +80,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_front(result: dict) -> None:
+    base = result["baseline"]
+    trials, front = result["trials"], result["pareto"]
+    ok = int((trials["status"] == "ok").sum()) if len(trials) else 0
+    print(f"\nbaseline: val {base['val_accuracy']:.2f}%  test {base['test_accuracy']:.2f}%")
+    print(f"trials: {len(trials)} ({ok} completed, {len(trials) - ok} failed)" +
+          (f" in {result['seconds']:.0f} s" if result.get("seconds") else ""))
+    if not len(front):
+        print("Pareto front: empty (no completed trial meets the constraints)")
+        return
+    cols = ["gpr", "pd", "criterion", "accuracy", "acc_drop", "test_accuracy", "flops_reduction_pct", "params_reduction_pct"]
+    table = front[[c for c in cols if c in front.columns]].rename(
+        columns={"flops_reduction_pct": "flops_red_%", "params_reduction_pct": "params_red_%"})
+    print(f"Pareto front ({len(front)} policies, val accuracy vs FLOPs vs params):")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"\nwritten to {result['run_dir']}: trials.csv, pareto.csv, study.db, config.yaml, tune/")
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from pdsearch.search import search
+
+    _print_front(search(args.config, run_dir=args.run_dir, num_trials=args.num_trials, address=args.address))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pdsearch", description="Search pruning policies (GPR x PD) for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -100,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the grid to this CSV file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_plan)
+
+    s = sub.add_parser("search", help="search policies with Ray Tune + Optuna; writes trials.csv and pareto.csv")
+    s.add_argument("config", help="YAML search space, e.g. search_spaces/quickstart.yaml")
+    s.add_argument("--run-dir", help="where results go (default: the config's run_dir, else runs/NAME)")
+    s.add_argument("--num-trials", type=int, help="override search.num_trials")
+    s.add_argument("--address", help="Ray cluster address ('auto' on a cluster head); default: start Ray locally")
+    s.set_defaults(func=_cmd_search)
     return parser
 
 

@@ -1,0 +1,242 @@
+"""The search configuration (YAML), validated once at the edge.
+
+Every key is declared here with its type and range; unknown keys, wrong types and
+impossible ranges become one-line errors naming the key (``search.num_trials: ...``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pdsearch.errors import PdsearchError
+from pdsearch.policy.policy import CRITERIA, MODES, TARGETS, normalize_pd
+
+OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
+SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    input_size: int = Field(16, gt=0, le=1024)
+    val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    seed: int = 0
+    batch_size: int = Field(128, gt=0)
+    augment_crop: bool = True
+    augment_flip: Optional[bool] = None  # None: on for natural images, off for digits
+    workers: int = Field(2, ge=0)
+    in_memory_limit_mb: int = Field(2048, ge=0)
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> "DataConfig":
+        if self.dataset != "digits" and not self.root:
+            raise ValueError(f"data.root is required for dataset {self.dataset}")
+        return self
+
+
+class ModelConfig(_Section):
+    name: str = "small_cnn"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(0.01, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+
+
+class BaselineConfig(TrainConfig):
+    checkpoint: Optional[str] = None
+    epochs: int = Field(15, ge=1)
+    lr: float = Field(0.05, gt=0, le=10)
+
+
+class Range(_Section):
+    low: float
+    high: float
+    step: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.step is not None and self.step <= 0:
+            raise ValueError("step must be positive")
+        return self
+
+    def values(self) -> list[float]:
+        if self.step is None:
+            raise ValueError("a grid needs a step")
+        n = int(round((self.high - self.low) / self.step))
+        return [round(self.low + i * self.step, 10) for i in range(n + 1)]
+
+
+class ShapeConfig(_Section):
+    slope: Range = Range(low=-1.0, high=1.0)
+    curvature: Range = Range(low=-1.0, high=1.0)
+
+
+class SpaceConfig(_Section):
+    mode: Literal["calibrated", "flexiprune"] = "calibrated"
+    gpr: Range = Range(low=10, high=80, step=5)
+    pd: Optional[list[Union[int, str]]] = [1, 2, 3, 4, 5]
+    shape: Optional[ShapeConfig] = None  # continuous shapes instead of named PDs
+    criteria: list[str] = ["l1"]
+    target: Literal["flops", "params", "mean"] = "flops"
+    max_rate: float = Field(0.9, gt=0, lt=1)
+    repeats: int = Field(1, ge=1, le=20)
+    seeds: list[int] = [0]
+
+    @field_validator("pd")
+    @classmethod
+    def _pds(cls, value):
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("the PD list is empty")
+        try:
+            return [normalize_pd(v) for v in value]
+        except PdsearchError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value):
+        if not value:
+            raise ValueError("the criteria list is empty")
+        for c in value:
+            if c not in CRITERIA:
+                raise ValueError(f"unknown criterion {c!r}: use one of {', '.join(CRITERIA)}")
+        return value
+
+    @field_validator("gpr")
+    @classmethod
+    def _gpr(cls, value: Range):
+        if value.low < 0 or value.high >= 100:
+            raise ValueError(f"GPR range must lie in [0, 100), got [{value.low}, {value.high}]")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value):
+        if not value:
+            raise ValueError("the seeds list is empty")
+        return value
+
+    @model_validator(mode="after")
+    def _pd_or_shape(self) -> "SpaceConfig":
+        if (self.pd is None) == (self.shape is None):
+            raise ValueError("set exactly one of space.pd (named PDs) and space.shape (continuous shapes)")
+        if self.mode == "flexiprune" and self.shape is not None:
+            raise ValueError("flexiprune mode takes named PDs (space.pd), not space.shape")
+        return self
+
+
+class Constraints(_Section):
+    max_acc_drop: Optional[float] = Field(None, ge=0, description="points of validation accuracy")
+    min_flops_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
+    min_params_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
+
+
+class SearchSettings(_Section):
+    sampler: Literal["nsga2", "tpe", "gp", "random", "grid"] = "nsga2"
+    num_trials: int = Field(24, ge=1)
+    seed: int = 0
+    objectives: list[Literal["accuracy", "flops", "params"]] = ["accuracy", "flops", "params"]
+    constraints: Constraints = Constraints()
+    storage: Optional[str] = None  # an Optuna storage URL; default: SQLite in the run directory
+    study_name: str = "pdsearch"
+    population_size: int = Field(8, ge=2)  # NSGA-II generation size
+    max_failures: int = Field(2, ge=0)  # retries of a trial whose worker died
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value):
+        if len(value) < 1 or len(set(value)) != len(value):
+            raise ValueError("objectives must be a non-empty list without repeats")
+        return value
+
+
+class Resources(_Section):
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+    max_concurrent: Optional[int] = Field(None, ge=1)
+
+
+class SearchConfig(_Section):
+    name: str = "pdsearch"
+    run_dir: Optional[str] = None
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    finetune: TrainConfig = TrainConfig()
+    space: SpaceConfig = SpaceConfig()
+    search: SearchSettings = SearchSettings()
+    resources: Resources = Resources()
+
+    def baseline_key(self) -> str:
+        """What the baseline depends on: model, data and its own training."""
+        spec = {"model": self.model.model_dump(), "data": self.data.model_dump(), "baseline": self.baseline.model_dump()}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _format_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {message}{extra}"
+
+
+def parse_config(data: Any, source: str = "config") -> SearchConfig:
+    if data is None:
+        raise PdsearchError(f"{source}: the configuration is empty")
+    if not isinstance(data, dict):
+        raise PdsearchError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise PdsearchError(f"{source}: {_format_error(exc)}") from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """Read and validate a YAML config; ``overrides`` maps dotted keys ('search.num_trials') to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise PdsearchError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise PdsearchError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None or not isinstance(data, dict):
+            continue
+        section, _, key = dotted.partition(".")
+        if key:
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][key] = value
+        else:
+            data[section] = value
+    return parse_config(data, str(path))

@@ -1,0 +1,357 @@
+"""The search: Ray Tune runs the trials, an Optuna multi-objective sampler proposes them.
+
+The space goes to OptunaSearch itself with metric and mode as lists: a space passed
+through Tune's ``param_space`` together with a TuneConfig metric would silently make
+the study single-objective. Scheduling is FIFO: Tune's early-stopping schedulers track
+one metric and would feed immature values to a multi-objective study.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import ray
+import torch
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from pdsearch.baseline import build_baseline, cached_baseline, model_and_data, save_baseline
+from pdsearch.config import OBJECTIVES, SearchConfig, load_config
+from pdsearch.errors import PdsearchError
+from pdsearch.planning import Planner
+from pdsearch.trial import policy_from_params, run_trial
+
+# Ray Tune's compact table reporter (the default output prints every result in full).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "config.yaml", "study.db"
+POLICY_COLUMNS = ["trial_id", "status", "gpr", "pd", "criterion", "slope", "curvature", "seed", "mode"]
+
+
+def storage_url(cfg: SearchConfig, run_dir: Path) -> str:
+    return cfg.search.storage or f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
+
+
+def constraint_values(cfg: SearchConfig, metrics: dict[str, Any]) -> dict[str, float]:
+    """Optuna constraints (feasible when <= 0) for a trial's metrics."""
+    c = cfg.search.constraints
+    values = {}
+    if c.max_acc_drop is not None:
+        values["acc_drop"] = metrics["acc_drop"] - c.max_acc_drop
+    if c.min_flops_reduction is not None:
+        values["flops_reduction"] = c.min_flops_reduction - metrics["flops_reduction_pct"]
+    if c.min_params_reduction is not None:
+        values["params_reduction"] = c.min_params_reduction - metrics["params_reduction_pct"]
+    return values
+
+
+class PolicySearcher(OptunaSearch):
+    """OptunaSearch that tells Optuna about failures and constraints before ``tell``.
+
+    A failed trial (diverged, out of memory) is told as FAIL, never with placeholder
+    values or NaN (which would leave the Optuna trial RUNNING for good). Constraints are
+    set with Optuna's ``Trial.set_constraint``, which its samplers and ``best_trials`` read.
+    """
+
+    MAX_REDRAWS = 50
+
+    def __init__(self, *args: Any, cfg: SearchConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cfg = cfg
+        self._policies: dict[str, str] = {}  # policy key -> Tune trial id that runs it
+        self._results: dict[str, tuple[list[float], dict[str, float]]] = {}  # policy key -> values, constraints
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return json.dumps(params, sort_keys=True)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """A policy not run yet: samplers over discrete spaces (GPR steps x PDs) repeat themselves.
+
+        A repeat of a finished policy (trials are deterministic given policy and seed) is
+        told to Optuna with the known result, so the sampler learns from it at no cost.
+        """
+        for _ in range(self.MAX_REDRAWS):
+            params = super().suggest(trial_id)
+            key = self._key(params)
+            if key not in self._policies:
+                break
+            ot_trial = self._ot_trials.pop(trial_id)
+            ot_trial.set_user_attr("repeat_of", self._policies[key])
+            if key in self._results:
+                values, constraints = self._results[key]
+                for name, value in constraints.items():
+                    ot_trial.set_constraint(name, value)
+                self._ot_study.tell(ot_trial, values)
+            else:  # its twin is still running
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._policies.setdefault(self._key(params), trial_id)
+        return params
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and trial_id not in self._completed_trials:
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+            ok = bool(result) and not error and result.get("status") == "ok" and all(
+                math.isfinite(float(result[m])) for m in self.metric
+            )
+            if ok:
+                constraints = constraint_values(self._cfg, result)
+                for name, value in constraints.items():
+                    ot_trial.set_constraint(name, value)
+                self._results[self._key(ot_trial.params)] = ([float(result[m]) for m in self.metric], constraints)
+            else:
+                reason = (result or {}).get("failure_reason") or "trial raised an error"
+                ot_trial.set_user_attr("failure_reason", reason)
+                result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class TrialRecorder(tune.Callback):
+    """Rewrites trials.csv whenever a trial ends, so a partial or crashed run keeps its rows."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / TRIALS_CSV
+        self.rows: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():  # a resumed run keeps earlier rows
+            for row in pd.read_csv(self.path, keep_default_na=False).to_dict("records"):
+                self.rows[str(row["trial_id"])] = row
+
+    def _record(self, trial, status: str | None = None, reason: str = "") -> None:
+        row = {"trial_id": trial.trial_id, **trial.config, **{k: v for k, v in trial.last_result.items() if k in REPORTED}}
+        if status:
+            row.update(status=status, failure_reason=reason)
+        self.rows[trial.trial_id] = row
+        frame = pd.DataFrame(list(self.rows.values()))
+        front = [c for c in POLICY_COLUMNS if c in frame.columns]
+        frame = frame[front + [c for c in frame.columns if c not in front]]
+        tmp = self.path.with_suffix(".tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, self.path)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._record(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        error = trial.get_error()
+        reason = str(error).strip().splitlines()[-1] if error else "trial raised an error"
+        self._record(trial, status="error", reason=reason[:300])
+
+
+REPORTED = {
+    "accuracy", "test_accuracy", "accuracy_before_finetune", "acc_drop", "accuracy_std", "test_accuracy_std",
+    "accuracy_before_finetune_std", "acc_drop_std", "flops", "params", "flops_reduction_pct",
+    "params_reduction_pct", "rates", "seconds", "device", "node_id", "status", "failure_reason", "gpr", "pd",
+    "slope", "curvature", "criterion", "seed", "mode",
+}
+
+
+def _space(cfg: SearchConfig) -> tuple[dict[str, optuna.distributions.BaseDistribution], dict[str, list]]:
+    """Optuna distributions of the space, and its grid (for the grid sampler)."""
+    s = cfg.space
+    dist: dict[str, optuna.distributions.BaseDistribution] = {"gpr": optuna.distributions.FloatDistribution(s.gpr.low, s.gpr.high, step=s.gpr.step)}
+    grid: dict[str, list] = {"gpr": s.gpr.values() if s.gpr.step else []}
+    if s.pd is not None:
+        dist["pd"] = optuna.distributions.CategoricalDistribution(s.pd)
+        grid["pd"] = list(s.pd)
+    else:
+        for name in ("slope", "curvature"):
+            r = getattr(s.shape, name)
+            dist[name] = optuna.distributions.FloatDistribution(r.low, r.high, step=r.step)
+            grid[name] = r.values() if r.step else []
+    for name, values in (("criterion", s.criteria), ("seed", s.seeds)):
+        if len(values) > 1:
+            dist[name] = optuna.distributions.CategoricalDistribution(values)
+            grid[name] = list(values)
+    return dist, grid
+
+
+def _sampler(cfg: SearchConfig, grid: dict[str, list]) -> optuna.samplers.BaseSampler:
+    name, seed = cfg.search.sampler, cfg.search.seed
+    if name == "grid":
+        missing = [k for k, v in grid.items() if not v]
+        if missing:
+            raise PdsearchError(f"search.sampler grid needs a step for {', '.join(missing)} (e.g. space.gpr.step)")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(population_size=cfg.search.population_size, seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }[name]()
+
+
+def trial_budget(cfg: SearchConfig) -> int:
+    if cfg.search.sampler != "grid":
+        return cfg.search.num_trials
+    return math.prod(len(v) for v in _space(cfg)[1].values())
+
+
+def preflight(cfg: SearchConfig) -> dict[str, Any]:
+    """Build the model, load the data and plan one policy on the driver, in seconds.
+
+    Configuration errors surface here, before Ray starts, not as N failed trials.
+    """
+    dist, grid = _space(cfg)
+    _sampler(cfg, grid)
+    model, data = model_and_data(cfg)
+    planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels)
+    probe = {name: (d.choices[0] if hasattr(d, "choices") else d.high) for name, d in dist.items()}
+    policy = policy_from_params(probe, cfg)
+    planner.plan(policy)
+    if cfg.baseline.checkpoint:
+        from pdsearch.baseline import load_checkpoint
+
+        load_checkpoint(model, cfg.baseline.checkpoint)
+    base = planner.cost_model.base
+    return {"flops": base.flops, "params": base.params, "train": len(data.train), "val": len(data.val), "test": len(data.test)}
+
+
+def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any]) -> None:
+    cfg = SearchConfig.model_validate(settings)
+    torch.set_num_threads(max(1, int(cfg.resources.cpu)))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs it did not assign
+    metrics = run_trial(config, cfg, baseline, device)
+    metrics["rates"] = json.dumps(metrics["rates"])
+    tune.report(metrics)
+
+
+def connect(address: str | None) -> bool:
+    """Start or join Ray; True if this call started it (and so should stop it)."""
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 configure_logging=True, runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PdsearchError(f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0]}") from None
+    return True
+
+
+def concurrency(cfg: SearchConfig) -> int:
+    """Trials the cluster can run at once for the per-trial request (unless the config caps it)."""
+    if cfg.resources.max_concurrent:
+        return cfg.resources.max_concurrent
+    available = ray.cluster_resources()
+    fits = [available.get("CPU", 1) / cfg.resources.cpu]
+    if cfg.resources.gpu:
+        fits.append(available.get("GPU", 0) / cfg.resources.gpu)
+    n = int(min(fits) + 1e-9)
+    if n < 1:
+        raise PdsearchError(
+            f"the cluster cannot run one trial: it has {available.get('CPU', 0):g} CPUs and {available.get('GPU', 0):g} GPUs, "
+            f"a trial asks for {cfg.resources.cpu:g} CPUs and {cfg.resources.gpu:g} GPUs"
+        )
+    return n
+
+
+def _reporter() -> tune.ProgressReporter:
+    return tune.CLIReporter(
+        parameter_columns=["gpr", "pd", "slope", "curvature", "criterion"],
+        metric_columns={"accuracy": "val acc", "acc_drop": "drop", "flops_reduction_pct": "FLOPs -%",
+                        "params_reduction_pct": "params -%", "status": "status"},
+        max_report_frequency=20, print_intermediate_tables=True,
+    )
+
+
+def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, resume: bool) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PdsearchError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
+    if not resume and (run_dir / TRIALS_CSV).exists():
+        raise PdsearchError(f"run directory {run_dir} already holds a search: use 'pdsearch resume {run_dir}' or a new --run-dir")
+    (run_dir / CONFIG_YAML).write_text(cfg.to_yaml())
+
+
+def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
+    cached = cached_baseline(cfg, run_dir)
+    if cached is not None:
+        return cached
+    task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(build_baseline)
+    baseline = ray.get(task.remote(cfg))
+    save_baseline(baseline, run_dir)
+    return baseline
+
+
+def pareto_frame(study: optuna.Study, trials: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``trials`` that Optuna's ``best_trials`` (completed, feasible, non-dominated) names."""
+    ids = {t.user_attrs.get("tune_trial_id") for t in study.best_trials}
+    front = trials[trials["trial_id"].astype(str).isin(ids) & (trials["status"] == "ok")]
+    return front.sort_values("flops").reset_index(drop=True)
+
+
+def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
+    run_dir = run_dir.resolve()
+    preflight(cfg)
+    _prepare_run_dir(cfg, run_dir, resume)
+    started = connect(address)
+    try:
+        start = time.time()
+        baseline = _baseline(cfg, run_dir)
+        dist, grid = _space(cfg)
+        objectives = cfg.search.objectives
+        searcher = PolicySearcher(
+            space=dist, metric=objectives, mode=[OBJECTIVES[o] for o in objectives], sampler=_sampler(cfg, grid),
+            study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
+        )
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json"), baseline=baseline),
+            {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+        )
+        run_config = tune.RunConfig(
+            name=cfg.name, storage_path=str(run_dir / "tune"), callbacks=[TrialRecorder(run_dir)],
+            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+            progress_reporter=_reporter(), verbose=1,
+        )
+        experiment = run_dir / "tune" / cfg.name
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trial_budget(cfg), scheduler=FIFOScheduler(),
+                                            max_concurrent_trials=concurrency(cfg), reuse_actors=True),
+                run_config=run_config,
+            )
+        tuner.fit()
+        return summarize(cfg, run_dir, baseline, seconds=time.time() - start)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def summarize(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+    trials = pd.read_csv(run_dir / TRIALS_CSV, keep_default_na=False) if (run_dir / TRIALS_CSV).exists() else pd.DataFrame()
+    study = optuna.load_study(study_name=cfg.search.study_name, storage=storage_url(cfg, run_dir))
+    front = pareto_frame(study, trials) if len(trials) else trials
+    front.to_csv(run_dir / PARETO_CSV, index=False)
+    return {
+        "run_dir": str(run_dir), "trials": trials, "pareto": front, "seconds": seconds,
+        "baseline": {k: v for k, v in baseline.items() if k != "state_dict"},
+    }
+
+
+def search(
+    config: str | Path | SearchConfig,
+    run_dir: str | Path | None = None,
+    num_trials: int | None = None,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Run a search; returns the trials and Pareto front (pandas) and the baseline's accuracy."""
+    if isinstance(config, SearchConfig):
+        cfg = config if num_trials is None else config.model_copy(update={"search": config.search.model_copy(update={"num_trials": num_trials})})
+    else:
+        cfg = load_config(config, {"search.num_trials": num_trials})
+    folder = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    return run_search(cfg, folder, address=address)

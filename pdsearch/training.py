@@ -1,0 +1,75 @@
+"""Training and evaluation: the baseline's training and every trial's fine-tune.
+
+SGD with Nesterov momentum, a learning rate that decays to 0 over the run (cosine),
+label smoothing; on CUDA, bf16 autocast and channels_last. A non-finite loss raises
+Diverged at once rather than wasting the rest of the budget.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pdsearch.config import TrainConfig
+from pdsearch.data import DataBundle
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int = 0) -> None:
+    """Train ``model`` in place for ``cfg.epochs`` epochs of ``data.train``."""
+    if cfg.epochs == 0:
+        return
+    model.train()
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+    )
+    steps_per_epoch = math.ceil(len(data.train) / data.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    for epoch in range(cfg.epochs):
+        for x, y in data.batches("train", device, train=True, seed=seed * 1000 + epoch):
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                loss = loss_fn(model(x), y)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss became {loss.item()} in epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DataBundle, split: str, device: torch.device) -> float:
+    """Top-1 accuracy in percent."""
+    model.eval()
+    correct = total = 0
+    for x, y in data.batches(split, device):
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            logits = model(x)
+        correct += (logits.argmax(1) == y).sum().item()
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
