@@ -16,6 +16,7 @@ _LAZY = {
     "plan": "pdsearch.planning",
     "plan_grid": "pdsearch.planning",
     "Policy": "pdsearch.policy",
+    "search": "pdsearch.searching",
 }
 
 __all__ = ["NoFeasiblePolicy", "PdsearchError", *_LAZY]

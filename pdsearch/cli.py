@@ -99,7 +99,7 @@ def _print_front(result: dict) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from pdsearch.search import search
+    from pdsearch.searching import search
 
     _print_front(search(args.config, run_dir=args.run_dir, num_trials=args.num_trials, address=args.address))
     return 0

@@ -14,11 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.policy import CRITERIA, MODES, TARGETS, normalize_pd
+from pdsearch.policy.policy import CRITERIA, PD_SHAPES, normalize_pd
 
 OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
-SAMPLERS = ("nsga2", "tpe", "gp", "random", "grid")
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
 
 
 class _Section(BaseModel):
@@ -66,12 +64,26 @@ class BaselineConfig(TrainConfig):
 
 
 class Range(_Section):
-    low: float
-    high: float
+    """``{low, high[, step]}`` or an explicit ``{values: [...]}``."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
     step: Optional[float] = None
+    values_: Optional[list[float]] = Field(None, alias="values")
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _ordered(self) -> "Range":
+        if self.values_ is not None:
+            if not self.values_:
+                raise ValueError("the values list is empty")
+            if (self.low, self.high) not in ((None, None), (min(self.values_), max(self.values_))):
+                raise ValueError("give either a values list or low/high, not both")
+            object.__setattr__(self, "low", min(self.values_))
+            object.__setattr__(self, "high", max(self.values_))
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("needs low and high (or values)")
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
         if self.step is not None and self.step <= 0:
@@ -79,8 +91,11 @@ class Range(_Section):
         return self
 
     def values(self) -> list[float]:
+        """The grid points: the explicit values, or low..high by step ([] without a step)."""
+        if self.values_ is not None:
+            return sorted(self.values_)
         if self.step is None:
-            raise ValueError("a grid needs a step")
+            return []
         n = int(round((self.high - self.low) / self.step))
         return [round(self.low + i * self.step, 10) for i in range(n + 1)]
 
@@ -93,7 +108,7 @@ class ShapeConfig(_Section):
 class SpaceConfig(_Section):
     mode: Literal["calibrated", "flexiprune"] = "calibrated"
     gpr: Range = Range(low=10, high=80, step=5)
-    pd: Optional[list[Union[int, str]]] = [1, 2, 3, 4, 5]
+    pd: Optional[list[Union[int, str]]] = None  # default: PD1-PD5
     shape: Optional[ShapeConfig] = None  # continuous shapes instead of named PDs
     criteria: list[str] = ["l1"]
     target: Literal["flops", "params", "mean"] = "flops"
@@ -139,8 +154,10 @@ class SpaceConfig(_Section):
 
     @model_validator(mode="after")
     def _pd_or_shape(self) -> "SpaceConfig":
-        if (self.pd is None) == (self.shape is None):
-            raise ValueError("set exactly one of space.pd (named PDs) and space.shape (continuous shapes)")
+        if self.pd is not None and self.shape is not None:
+            raise ValueError("set either space.pd (named PDs) or space.shape (continuous shapes), not both")
+        if self.pd is None and self.shape is None:
+            object.__setattr__(self, "pd", list(PD_SHAPES))
         if self.mode == "flexiprune" and self.shape is not None:
             raise ValueError("flexiprune mode takes named PDs (space.pd), not space.shape")
         return self
@@ -194,7 +211,7 @@ class SearchConfig(_Section):
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
 def _format_error(exc: ValidationError) -> str:

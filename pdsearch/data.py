@@ -7,6 +7,7 @@ through a DataLoader with workers.
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -156,6 +157,10 @@ def _cifar(cfg: DataConfig) -> DataBundle:
     class _Local(cls):  # the real on-disk format; checksums are checked when downloading
         def _check_integrity(self) -> bool:
             return all((root / self.base_folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            with open(root / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
 
     try:
         train = _Local(str(root), train=True, download=cfg.download)

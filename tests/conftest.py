@@ -18,3 +18,35 @@ def planners():
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (searches join it)."""
+    import ray
+
+    from pathlib import Path
+
+    tests = str(Path(__file__).parent)  # so trial workers can import tests/user_models.py
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests}})
+    yield ray
+    ray.shutdown()
+
+
+def tiny_config(**sections):
+    """A fast digits search: 8x8 input, short training; sections override keys per section."""
+    from pdsearch.config import parse_config
+
+    data = {
+        "name": "tiny",
+        "data": {"dataset": "digits", "input_size": 8, "batch_size": 64},
+        "model": {"name": "small_cnn", "kwargs": {"width": 8}},
+        "baseline": {"epochs": 6, "lr": 0.05},
+        "finetune": {"epochs": 1, "lr": 0.02},
+        "space": {"gpr": {"low": 10, "high": 70, "step": 10}, "pd": [1, 2, 3, 4, 5]},
+        "search": {"num_trials": 6, "population_size": 4},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return parse_config(data)

@@ -22,3 +22,19 @@ def tiny_net(num_classes: int = 10, width: int = 8) -> TinyNet:
 
 def not_a_model(num_classes: int = 10):
     return "surprise"
+
+
+class FragileNet(TinyNet):
+    """Diverges (NaN logits) once its first conv is pruned below 5 filters: a real failing trial."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__(num_classes, width=8)
+        self.body[0] = nn.Conv2d(in_channels, 8, 3, padding=1)
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out * float("nan") if self.body[0].out_channels < 5 else out
+
+
+def fragile_net(num_classes: int = 10, in_channels: int = 1) -> FragileNet:
+    return FragileNet(num_classes, in_channels)

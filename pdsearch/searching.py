@@ -153,19 +153,25 @@ REPORTED = {
 }
 
 
+def _distribution(r) -> optuna.distributions.BaseDistribution:
+    if r.values_ is not None:
+        return optuna.distributions.CategoricalDistribution(r.values())
+    return optuna.distributions.FloatDistribution(r.low, r.high, step=r.step)
+
+
 def _space(cfg: SearchConfig) -> tuple[dict[str, optuna.distributions.BaseDistribution], dict[str, list]]:
     """Optuna distributions of the space, and its grid (for the grid sampler)."""
     s = cfg.space
-    dist: dict[str, optuna.distributions.BaseDistribution] = {"gpr": optuna.distributions.FloatDistribution(s.gpr.low, s.gpr.high, step=s.gpr.step)}
-    grid: dict[str, list] = {"gpr": s.gpr.values() if s.gpr.step else []}
+    dist: dict[str, optuna.distributions.BaseDistribution] = {"gpr": _distribution(s.gpr)}
+    grid: dict[str, list] = {"gpr": s.gpr.values()}
     if s.pd is not None:
         dist["pd"] = optuna.distributions.CategoricalDistribution(s.pd)
         grid["pd"] = list(s.pd)
     else:
         for name in ("slope", "curvature"):
             r = getattr(s.shape, name)
-            dist[name] = optuna.distributions.FloatDistribution(r.low, r.high, step=r.step)
-            grid[name] = r.values() if r.step else []
+            dist[name] = _distribution(r)
+            grid[name] = r.values()
     for name, values in (("criterion", s.criteria), ("seed", s.seeds)):
         if len(values) > 1:
             dist[name] = optuna.distributions.CategoricalDistribution(values)
@@ -306,7 +312,7 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
             study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
         )
         trainable = tune.with_resources(
-            tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json"), baseline=baseline),
+            tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json", by_alias=True), baseline=baseline),
             {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
         )
         run_config = tune.RunConfig(
