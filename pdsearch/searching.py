@@ -120,9 +120,6 @@ class TrialRecorder(tune.Callback):
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / TRIALS_CSV
         self.rows: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():  # a resumed run keeps earlier rows
-            for row in pd.read_csv(self.path, keep_default_na=False).to_dict("records"):
-                self.rows[str(row["trial_id"])] = row
 
     def _record(self, trial, status: str | None = None, reason: str = "") -> None:
         row = {"trial_id": trial.trial_id, **trial.config, **{k: v for k, v in trial.last_result.items() if k in REPORTED}}
@@ -267,7 +264,7 @@ def _reporter() -> tune.ProgressReporter:
     )
 
 
-def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, resume: bool) -> None:
+def _prepare_run_dir(cfg: SearchConfig, run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -275,8 +272,8 @@ def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as exc:
         raise PdsearchError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
-    if not resume and (run_dir / TRIALS_CSV).exists():
-        raise PdsearchError(f"run directory {run_dir} already holds a search: use 'pdsearch resume {run_dir}' or a new --run-dir")
+    if (run_dir / TRIALS_CSV).exists():
+        raise PdsearchError(f"run directory {run_dir} already holds a search: choose a new --run-dir")
     (run_dir / CONFIG_YAML).write_text(cfg.to_yaml())
 
 
@@ -297,10 +294,10 @@ def pareto_frame(study: optuna.Study, trials: pd.DataFrame) -> pd.DataFrame:
     return front.sort_values("flops").reset_index(drop=True)
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
+def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None) -> dict[str, Any]:
     run_dir = run_dir.resolve()
     preflight(cfg)
-    _prepare_run_dir(cfg, run_dir, resume)
+    _prepare_run_dir(cfg, run_dir)
     started = connect(address)
     try:
         start = time.time()
@@ -320,16 +317,12 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
             failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
             progress_reporter=_reporter(), verbose=1,
         )
-        experiment = run_dir / "tune" / cfg.name
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trial_budget(cfg), scheduler=FIFOScheduler(),
-                                            max_concurrent_trials=concurrency(cfg), reuse_actors=True),
-                run_config=run_config,
-            )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trial_budget(cfg), scheduler=FIFOScheduler(),
+                                        max_concurrent_trials=concurrency(cfg), reuse_actors=True),
+            run_config=run_config,
+        )
         tuner.fit()
         return summarize(cfg, run_dir, baseline, seconds=time.time() - start)
     finally:

@@ -12,7 +12,6 @@ residual stream sits in the middle of its stage.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -63,9 +62,6 @@ class ModelStructure:
     groups: list[ChannelGroup]
     classifier: str
     leaf_order: list[str]  # leaf modules in forward-execution order
-
-    def module(self, name: str) -> nn.Module:
-        return self.model.get_submodule(name)
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -165,8 +161,3 @@ def analyze(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStr
         g.position = 0.5 if hi == lo else (g.position - lo) / (hi - lo)
     return ModelStructure(model, x, graph, groups, classifier, leaf_order)
 
-
-def fresh_copy(structure: ModelStructure) -> ModelStructure:
-    """An independent model with its own graph, for pruning without touching the original."""
-    model = copy.deepcopy(structure.model)
-    return analyze(model, structure.example_input.shape[-1], structure.example_input.shape[1])
