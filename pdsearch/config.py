@@ -235,8 +235,22 @@ def parse_config(data: Any, source: str = "config") -> SearchConfig:
         raise PdsearchError(f"{source}: {_format_error(exc)}") from None
 
 
+def with_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``data`` with dotted keys ('search.num_trials') set; None values are skipped."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.partition(".")
+        if not key:
+            data[section] = value
+        elif isinstance(data.setdefault(section, {}), dict):
+            data[section][key] = value
+    return data
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """Read and validate a YAML config; ``overrides`` maps dotted keys ('search.num_trials') to values."""
+    """Read and validate a YAML config, with ``overrides`` (see with_overrides) applied first."""
     path = Path(path)
     if not path.is_file():
         raise PdsearchError(f"config file not found: {path}")
@@ -246,14 +260,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Se
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise PdsearchError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    for dotted, value in (overrides or {}).items():
-        if value is None or not isinstance(data, dict):
-            continue
-        section, _, key = dotted.partition(".")
-        if key:
-            data.setdefault(section, {})
-            if isinstance(data[section], dict):
-                data[section][key] = value
-        else:
-            data[section] = value
+    if isinstance(data, dict):
+        data = with_overrides(data, overrides)
     return parse_config(data, str(path))

@@ -120,16 +120,14 @@ class Planner:
         rows = []
         for gpr in gprs:
             for pd_name in pds:
-                row: dict[str, Any] = {"gpr": gpr}
+                policy = Policy(gpr=gpr, pd=pd_name, **policy_fields)  # bad input raises
+                row: dict[str, Any] = {"gpr": gpr, "pd": policy.pd}
                 try:
-                    p = self.plan(Policy(gpr=gpr, pd=pd_name, **policy_fields))
-                    row.update(pd=p.policy.pd, flops_reduction_pct=p.flops["reduction_pct"],
-                               params_reduction_pct=p.params["reduction_pct"], flops=p.flops["pruned"],
-                               params=p.params["pruned"], error="")
-                except PdsearchError as exc:
-                    if "unknown" in str(exc):
-                        raise
-                    row.update(pd=str(pd_name), error=str(exc))
+                    p = self.plan(policy)
+                    row.update(flops_reduction_pct=p.flops["reduction_pct"], params_reduction_pct=p.params["reduction_pct"],
+                               flops=p.flops["pruned"], params=p.params["pruned"], error="")
+                except PdsearchError as exc:  # an impossible policy, e.g. a rate reaching 100%
+                    row["error"] = str(exc)
                 rows.append(row)
         return pd.DataFrame(rows)
 

@@ -19,11 +19,12 @@ import pandas as pd
 import ray
 import torch
 from ray import tune
+from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from pdsearch.baseline import build_baseline, cached_baseline, model_and_data, save_baseline
-from pdsearch.config import OBJECTIVES, SearchConfig, load_config
+from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
+from pdsearch.config import OBJECTIVES, SearchConfig, load_config, parse_config, with_overrides
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner
 from pdsearch.trial import policy_from_params, run_trial
@@ -32,6 +33,7 @@ from pdsearch.trial import policy_from_params, run_trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "config.yaml", "study.db"
+TUNE_FIELDS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done"}  # what Tune adds to every result
 POLICY_COLUMNS = ["trial_id", "status", "gpr", "pd", "criterion", "slope", "curvature", "seed", "mode"]
 
 
@@ -122,7 +124,8 @@ class TrialRecorder(tune.Callback):
         self.rows: dict[str, dict[str, Any]] = {}
 
     def _record(self, trial, status: str | None = None, reason: str = "") -> None:
-        row = {"trial_id": trial.trial_id, **trial.config, **{k: v for k, v in trial.last_result.items() if k in REPORTED}}
+        reported = {k: v for k, v in trial.last_result.items() if k not in TUNE_FIELDS}
+        row = {"trial_id": trial.trial_id, **trial.config, **reported}
         if status:
             row.update(status=status, failure_reason=reason)
         self.rows[trial.trial_id] = row
@@ -142,12 +145,6 @@ class TrialRecorder(tune.Callback):
         self._record(trial, status="error", reason=reason[:300])
 
 
-REPORTED = {
-    "accuracy", "test_accuracy", "accuracy_before_finetune", "acc_drop", "accuracy_std", "test_accuracy_std",
-    "accuracy_before_finetune_std", "acc_drop_std", "flops", "params", "flops_reduction_pct",
-    "params_reduction_pct", "rates", "seconds", "device", "node_id", "status", "failure_reason", "gpr", "pd",
-    "slope", "curvature", "criterion", "seed", "mode",
-}
 
 
 def _distribution(r) -> optuna.distributions.BaseDistribution:
@@ -197,7 +194,7 @@ def trial_budget(cfg: SearchConfig) -> int:
     return math.prod(len(v) for v in _space(cfg)[1].values())
 
 
-def preflight(cfg: SearchConfig) -> dict[str, Any]:
+def preflight(cfg: SearchConfig) -> None:
     """Build the model, load the data and plan one policy on the driver, in seconds.
 
     Configuration errors surface here, before Ray starts, not as N failed trials.
@@ -210,11 +207,7 @@ def preflight(cfg: SearchConfig) -> dict[str, Any]:
     policy = policy_from_params(probe, cfg)
     planner.plan(policy)
     if cfg.baseline.checkpoint:
-        from pdsearch.baseline import load_checkpoint
-
         load_checkpoint(model, cfg.baseline.checkpoint)
-    base = planner.cost_model.base
-    return {"flops": base.flops, "params": base.params, "train": len(data.train), "val": len(data.val), "test": len(data.test)}
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any]) -> None:
@@ -348,9 +341,10 @@ def search(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Run a search; returns the trials and Pareto front (pandas) and the baseline's accuracy."""
+    overrides = {"search.num_trials": num_trials}
     if isinstance(config, SearchConfig):
-        cfg = config if num_trials is None else config.model_copy(update={"search": config.search.model_copy(update={"num_trials": num_trials})})
+        cfg = parse_config(with_overrides(config.model_dump(mode="json", by_alias=True), overrides))
     else:
-        cfg = load_config(config, {"search.num_trials": num_trials})
+        cfg = load_config(config, overrides)
     folder = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     return run_search(cfg, folder, address=address)

@@ -7,10 +7,13 @@ diverges or runs out of memory returns status "failed" with its reason, never Na
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import math
 import socket
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +22,7 @@ from torch import nn
 from pdsearch.baseline import model_and_data
 from pdsearch.config import SearchConfig
 from pdsearch.cost import count_cost
+from pdsearch.data import DataBundle
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
@@ -36,42 +40,55 @@ def policy_from_params(params: dict[str, Any], cfg: SearchConfig) -> Policy:
     )
 
 
-def _baseline_model(cfg: SearchConfig, baseline: dict[str, Any]) -> tuple[nn.Module, Any]:
-    model, data = model_and_data(cfg)
-    model.load_state_dict(baseline["state_dict"])
-    return model.eval(), data
+@dataclass
+class TrialContext:
+    """What every trial of a search shares: the baseline model, the data, its analysis."""
+
+    baseline: dict[str, Any]
+    model: nn.Module  # the baseline, on the CPU, never modified
+    data: DataBundle
+    planner: Planner
 
 
-def prune_and_finetune(
-    cfg: SearchConfig, baseline: dict[str, Any], policy: Policy, device: torch.device, epochs: int | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The pruned, fine-tuned model of one policy and one seed, with its metrics."""
-    start = time.time()
-    model, data = _baseline_model(cfg, baseline)
-    planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels)
-    rates = planner.rates(policy)
-    structure = analyze(copy.deepcopy(model), data.input_size, data.in_channels)
-    batches = [b for _, b in zip(range(4), data.batches("train", torch.device("cpu"), train=True, seed=policy.seed))]
-    pruned = prune(structure, rates, policy.criterion, seed=policy.seed, batches=batches)
-    cost = count_cost(pruned, structure.example_input)
+_CONTEXT: dict[str, TrialContext] = {}
+
+
+def trial_context(cfg: SearchConfig, baseline: dict[str, Any]) -> TrialContext:
+    """Built once per worker process (Tune reuses actors), not once per trial.
+
+    Keyed by the baseline's config and a digest of its weights, so other weights under
+    the same config never get a stale model.
+    """
+    digest = sum(float(t.double().sum()) for t in baseline["state_dict"].values() if t.is_floating_point())
+    key = f"{baseline['key']}:{digest!r}"
+    if key not in _CONTEXT:
+        _CONTEXT.clear()
+        model, data = model_and_data(cfg)
+        model.load_state_dict(baseline["state_dict"])
+        model.eval()
+        planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels)
+        _CONTEXT[key] = TrialContext(baseline, model, data, planner)
+    return _CONTEXT[key]
+
+
+def prune_baseline(ctx: TrialContext, rates, policy: Policy) -> nn.Module:
+    """A pruned copy of the baseline (the baseline itself stays intact)."""
+    structure = analyze(copy.deepcopy(ctx.model), ctx.data.input_size, ctx.data.in_channels)
+    batches = itertools.islice(ctx.data.batches("train", torch.device("cpu"), train=True, seed=policy.seed), 4)
+    return prune(structure, rates, policy.criterion, seed=policy.seed, batches=batches)
+
+
+def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, seed: int, device: torch.device) -> dict[str, float]:
     pruned = prepare(pruned, device)
-    before = evaluate(pruned, data, "val", device)
-    finetune = cfg.finetune if epochs is None else cfg.finetune.model_copy(update={"epochs": epochs})
-    torch.manual_seed(policy.seed)
-    train(pruned, data, finetune, device, seed=policy.seed)
-    val = evaluate(pruned, data, "val", device)
-    base = planner.cost_model.base
-    return pruned, {
+    before = evaluate(pruned, ctx.data, "val", device)
+    torch.manual_seed(seed)
+    train(pruned, ctx.data, cfg.finetune, device, seed=seed)
+    val = evaluate(pruned, ctx.data, "val", device)
+    return {
         "accuracy": val,
-        "test_accuracy": evaluate(pruned, data, "test", device),
+        "test_accuracy": evaluate(pruned, ctx.data, "test", device),
         "accuracy_before_finetune": before,
-        "acc_drop": baseline["val_accuracy"] - val,
-        "flops": cost.flops,
-        "params": cost.params,
-        "flops_reduction_pct": 100.0 * (1 - cost.flops / base.flops),
-        "params_reduction_pct": 100.0 * (1 - cost.params / base.params),
-        "rates": [round(float(r), 6) for r in rates],
-        "seconds": time.time() - start,
+        "acc_drop": ctx.baseline["val_accuracy"] - val,
     }
 
 
@@ -80,13 +97,23 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Metrics of one policy, averaged over ``space.repeats`` seeds; status 'ok' or 'failed'."""
-    policy = policy_from_params(params, cfg)
+    """Metrics of one policy, averaged over ``space.repeats`` seeds; status 'ok' or 'failed'.
+
+    The rates and the cost depend on the policy alone; only pruning (random criterion)
+    and fine-tuning depend on the seed, so only they are repeated.
+    """
     start = time.time()
+    ctx = trial_context(cfg, baseline)
+    policy = policy_from_params(params, cfg)
+    rates = ctx.planner.rates(policy)
     runs = []
     try:
         for r in range(cfg.space.repeats):
-            runs.append(prune_and_finetune(cfg, baseline, Policy.from_dict({**policy.to_dict(), "seed": policy.seed + r}), device)[1])
+            seeded = dataclasses.replace(policy, seed=policy.seed + r)
+            pruned = prune_baseline(ctx, rates, seeded)
+            if r == 0:
+                cost = count_cost(pruned, ctx.planner.structure.example_input)
+            runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device))
     except Diverged as exc:
         return _failed(policy, f"diverged: {exc}", start, device)
     except (RuntimeError, MemoryError) as exc:
@@ -95,14 +122,21 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         if device.type == "cuda":
             torch.cuda.empty_cache()
         return _failed(policy, "out of memory", start, device)
-    metrics = dict(runs[0])
+    metrics: dict[str, Any] = {}
     for key in ACCURACY_FIELDS:
         values = [run[key] for run in runs]
         metrics[key] = statistics.fmean(values)
         metrics[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     if not all(math.isfinite(metrics[k]) for k in ACCURACY_FIELDS):
         return _failed(policy, "non-finite accuracy", start, device)
-    metrics.update(status="ok", failure_reason="", seconds=time.time() - start, **_where(device), **_policy_fields(policy))
+    base = ctx.planner.cost_model.base
+    metrics.update(
+        flops=cost.flops, params=cost.params,
+        flops_reduction_pct=100.0 * (1 - cost.flops / base.flops),
+        params_reduction_pct=100.0 * (1 - cost.params / base.params),
+        rates=[round(float(r), 6) for r in rates], status="ok", failure_reason="",
+        seconds=time.time() - start, **_where(device), **_policy_fields(policy),
+    )
     return metrics
 
 

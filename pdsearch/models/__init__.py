@@ -45,17 +45,21 @@ def _factory(name: str) -> Callable[..., nn.Module]:
     )
 
 
-def accepts_in_channels(name: str) -> bool:
-    """Whether the model can take ``in_channels`` (otherwise data is fed as 3-channel)."""
+def _takes_in_channels(factory: Callable[..., nn.Module]) -> bool:
     try:
-        return "in_channels" in inspect.signature(_factory(name)).parameters
+        return "in_channels" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
 
 
+def accepts_in_channels(name: str) -> bool:
+    """Whether the model can take ``in_channels`` (otherwise data is fed as 3-channel)."""
+    return _takes_in_channels(_factory(name))
+
+
 def build_model(name: str, num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     factory = _factory(name)
-    if accepts_in_channels(name):
+    if _takes_in_channels(factory):
         kwargs["in_channels"] = in_channels
     elif in_channels != 3:
         raise PdsearchError(f"model {name!r} takes 3-channel input, not {in_channels}")
