@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -167,6 +167,23 @@ class Constraints(_Section):
     max_acc_drop: Optional[float] = Field(None, ge=0, description="points of validation accuracy")
     min_flops_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
     min_params_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
+
+    def violations(self, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points."""
+        values = {}
+        if self.max_acc_drop is not None:
+            values["acc_drop"] = float(metrics["acc_drop"]) - self.max_acc_drop
+        if self.min_flops_reduction is not None:
+            values["flops_reduction"] = self.min_flops_reduction - float(metrics["flops_reduction_pct"])
+        if self.min_params_reduction is not None:
+            values["params_reduction"] = self.min_params_reduction - float(metrics["params_reduction_pct"])
+        return values
+
+    def describe(self) -> str:
+        parts = [f"acc drop <= {self.max_acc_drop:g} pts" if self.max_acc_drop is not None else "",
+                 f"FLOPs reduction >= {self.min_flops_reduction:g}%" if self.min_flops_reduction is not None else "",
+                 f"params reduction >= {self.min_params_reduction:g}%" if self.min_params_reduction is not None else ""]
+        return ", ".join(p for p in parts if p) or "no constraints"
 
 
 class SearchSettings(_Section):

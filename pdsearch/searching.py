@@ -27,31 +27,15 @@ from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, 
 from pdsearch.config import OBJECTIVES, SearchConfig, load_config, parse_config, with_overrides
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner
+from pdsearch.rundir import (
+    CONFIG_YAML, METRICS_ATTR, MODEL_JSON, PARETO_CSV, TRIALS_CSV, load_run, ordered, storage_url,
+)
 from pdsearch.trial import policy_from_params, run_trial
 
 # Ray Tune's compact table reporter (the default output prints every result in full).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "config.yaml", "study.db"
 TUNE_FIELDS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done"}  # what Tune adds to every result
-POLICY_COLUMNS = ["trial_id", "status", "gpr", "pd", "criterion", "slope", "curvature", "seed", "mode"]
-
-
-def storage_url(cfg: SearchConfig, run_dir: Path) -> str:
-    return cfg.search.storage or f"sqlite:///{(run_dir / STUDY_DB).resolve()}"
-
-
-def constraint_values(cfg: SearchConfig, metrics: dict[str, Any]) -> dict[str, float]:
-    """Optuna constraints (feasible when <= 0) for a trial's metrics."""
-    c = cfg.search.constraints
-    values = {}
-    if c.max_acc_drop is not None:
-        values["acc_drop"] = metrics["acc_drop"] - c.max_acc_drop
-    if c.min_flops_reduction is not None:
-        values["flops_reduction"] = c.min_flops_reduction - metrics["flops_reduction_pct"]
-    if c.min_params_reduction is not None:
-        values["params_reduction"] = c.min_params_reduction - metrics["params_reduction_pct"]
-    return values
 
 
 class PolicySearcher(OptunaSearch):
@@ -101,11 +85,13 @@ class PolicySearcher(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None and trial_id not in self._completed_trials:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
+            if result:  # the study alone can rebuild trials.csv (rundir.trials_from_study)
+                ot_trial.set_user_attr(METRICS_ATTR, {k: v for k, v in result.items() if k not in TUNE_FIELDS})
             ok = bool(result) and not error and result.get("status") == "ok" and all(
                 math.isfinite(float(result[m])) for m in self.metric
             )
             if ok:
-                constraints = constraint_values(self._cfg, result)
+                constraints = self._cfg.search.constraints.violations(result)
                 for name, value in constraints.items():
                     ot_trial.set_constraint(name, value)
                 self._results[self._key(ot_trial.params)] = ([float(result[m]) for m in self.metric], constraints)
@@ -129,9 +115,7 @@ class TrialRecorder(tune.Callback):
         if status:
             row.update(status=status, failure_reason=reason)
         self.rows[trial.trial_id] = row
-        frame = pd.DataFrame(list(self.rows.values()))
-        front = [c for c in POLICY_COLUMNS if c in frame.columns]
-        frame = frame[front + [c for c in frame.columns if c not in front]]
+        frame = ordered(pd.DataFrame(list(self.rows.values())))
         tmp = self.path.with_suffix(".tmp")
         frame.to_csv(tmp, index=False)
         os.replace(tmp, self.path)
@@ -194,10 +178,11 @@ def trial_budget(cfg: SearchConfig) -> int:
     return math.prod(len(v) for v in _space(cfg)[1].values())
 
 
-def preflight(cfg: SearchConfig) -> None:
+def preflight(cfg: SearchConfig) -> dict[str, Any]:
     """Build the model, load the data and plan one policy on the driver, in seconds.
 
     Configuration errors surface here, before Ray starts, not as N failed trials.
+    Returns what model.json records: the model's prunable layers and base cost.
     """
     dist, grid = _space(cfg)
     _sampler(cfg, grid)
@@ -208,6 +193,12 @@ def preflight(cfg: SearchConfig) -> None:
     planner.plan(policy)
     if cfg.baseline.checkpoint:
         load_checkpoint(model, cfg.baseline.checkpoint)
+    base = planner.cost_model.base
+    return {
+        "name": cfg.model.name, "input_size": data.input_size, "in_channels": data.in_channels,
+        "num_classes": data.num_classes, "flops": base.flops, "params": base.params,
+        "layers": [{"name": g.name, "position": round(g.position, 4), "channels": g.channels} for g in planner.groups],
+    }
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any]) -> None:
@@ -257,7 +248,7 @@ def _reporter() -> tune.ProgressReporter:
     )
 
 
-def _prepare_run_dir(cfg: SearchConfig, run_dir: Path) -> None:
+def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model: dict[str, Any]) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -268,6 +259,7 @@ def _prepare_run_dir(cfg: SearchConfig, run_dir: Path) -> None:
     if (run_dir / TRIALS_CSV).exists():
         raise PdsearchError(f"run directory {run_dir} already holds a search: choose a new --run-dir")
     (run_dir / CONFIG_YAML).write_text(cfg.to_yaml())
+    (run_dir / MODEL_JSON).write_text(json.dumps(model, indent=2))
 
 
 def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
@@ -280,17 +272,9 @@ def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
     return baseline
 
 
-def pareto_frame(study: optuna.Study, trials: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``trials`` that Optuna's ``best_trials`` (completed, feasible, non-dominated) names."""
-    ids = {t.user_attrs.get("tune_trial_id") for t in study.best_trials}
-    front = trials[trials["trial_id"].astype(str).isin(ids) & (trials["status"] == "ok")]
-    return front.sort_values("flops").reset_index(drop=True)
-
-
 def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None) -> dict[str, Any]:
     run_dir = run_dir.resolve()
-    preflight(cfg)
-    _prepare_run_dir(cfg, run_dir)
+    _prepare_run_dir(cfg, run_dir, preflight(cfg))
     started = connect(address)
     try:
         start = time.time()
@@ -317,19 +301,18 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None) -> 
             run_config=run_config,
         )
         tuner.fit()
-        return summarize(cfg, run_dir, baseline, seconds=time.time() - start)
+        return summarize(run_dir, baseline, seconds=time.time() - start)
     finally:
         if started:
             ray.shutdown()
 
 
-def summarize(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
-    trials = pd.read_csv(run_dir / TRIALS_CSV, keep_default_na=False) if (run_dir / TRIALS_CSV).exists() else pd.DataFrame()
-    study = optuna.load_study(study_name=cfg.search.study_name, storage=storage_url(cfg, run_dir))
-    front = pareto_frame(study, trials) if len(trials) else trials
+def summarize(run_dir: Path, baseline: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
+    run = load_run(run_dir)
+    front = run.front()
     front.to_csv(run_dir / PARETO_CSV, index=False)
     return {
-        "run_dir": str(run_dir), "trials": trials, "pareto": front, "seconds": seconds,
+        "run_dir": str(run_dir), "trials": run.trials, "pareto": front.reset_index(drop=True), "seconds": seconds,
         "baseline": {k: v for k, v in baseline.items() if k != "state_dict"},
     }
 

@@ -135,12 +135,12 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         flops_reduction_pct=100.0 * (1 - cost.flops / base.flops),
         params_reduction_pct=100.0 * (1 - cost.params / base.params),
         rates=[round(float(r), 6) for r in rates], status="ok", failure_reason="",
-        seconds=time.time() - start, **_where(device), **_policy_fields(policy),
+        seconds=time.time() - start, **_where(device), **policy_fields(policy),
     )
     return metrics
 
 
-def _policy_fields(policy: Policy) -> dict[str, Any]:
+def policy_fields(policy: Policy) -> dict[str, Any]:
     return {"gpr": policy.gpr, "pd": policy.label, "slope": policy.slope, "curvature": policy.curvature,
             "criterion": policy.criterion, "seed": policy.seed, "mode": policy.mode}
 
@@ -160,4 +160,4 @@ def _failed(policy: Policy, reason: str, start: float, device: torch.device) -> 
     return {"status": "failed", "failure_reason": reason, "accuracy": 0.0, "test_accuracy": 0.0,
             "accuracy_before_finetune": 0.0, "acc_drop": 100.0, "flops": -1, "params": -1,
             "flops_reduction_pct": 0.0, "params_reduction_pct": 0.0, "rates": [],
-            "seconds": time.time() - start, **_where(device), **_policy_fields(policy)}
+            "seconds": time.time() - start, **_where(device), **policy_fields(policy)}

@@ -50,3 +50,13 @@ def tiny_config(**sections):
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
     return parse_config(data)
+
+
+@pytest.fixture(scope="session")
+def nsga_run(ray_session, tmp_path_factory):
+    """One real small search (8 trials, NSGA-II, acc-drop constraint), shared by the tests that read a run."""
+    from pdsearch.searching import run_search
+
+    run_dir = tmp_path_factory.mktemp("nsga")
+    cfg = tiny_config(search={"num_trials": 8, "population_size": 4, "constraints": {"max_acc_drop": 8.0}})
+    return cfg, run_dir, run_search(cfg, run_dir)

@@ -4,7 +4,6 @@ import json
 import numpy as np
 import optuna
 import pandas as pd
-import pytest
 
 import pdsearch.searching as search_mod
 from conftest import tiny_config
@@ -22,16 +21,9 @@ def dominated(row, others):
     return False
 
 
-@pytest.fixture(scope="module")
-def nsga_run(ray_session, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("nsga")
-    cfg = tiny_config(search={"num_trials": 8, "population_size": 4, "constraints": {"max_acc_drop": 8.0}})
-    return cfg, run_dir, search_mod.run_search(cfg, run_dir)
-
-
 def test_run_directory_contents(nsga_run):
     cfg, run_dir, result = nsga_run
-    for name in ("trials.csv", "pareto.csv", "study.db", "config.yaml", "baseline/baseline.json"):
+    for name in ("trials.csv", "pareto.csv", "study.db", "config.yaml", "model.json", "baseline/baseline.json"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "tune" / cfg.name).is_dir()
     trials = pd.read_csv(run_dir / "trials.csv")

@@ -1,0 +1,167 @@
+"""A run directory: the files a search writes, and reading them back.
+
+The search writes config.yaml and model.json before any trial, rewrites trials.csv as
+each trial ends, and keeps the Optuna study (SQLite here or a database elsewhere) with
+every trial's metrics as a user attribute. Reports and selection read a finished run,
+a running one or one that crashed, from trials.csv or, if it is gone, from the study.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from pdsearch.config import OBJECTIVES, Constraints, SearchConfig, load_config
+from pdsearch.errors import PdsearchError
+
+TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "config.yaml", "study.db"
+MODEL_JSON, POLICY_JSON, BASELINE_JSON = "model.json", "policy.json", "baseline/baseline.json"
+METRICS_ATTR = "metrics"  # the Optuna user attribute holding a trial's metrics
+POLICY_COLUMNS = ["trial_id", "status", "gpr", "pd", "criterion", "slope", "curvature", "seed", "mode"]
+NUMERIC_COLUMNS = [
+    "gpr", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
+    "accuracy_before_finetune", "acc_drop", "acc_drop_std", "flops", "params", "flops_reduction_pct",
+    "params_reduction_pct", "seconds",
+]
+
+
+def storage_url(cfg: SearchConfig, run_dir: Path) -> str:
+    return cfg.search.storage or f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
+
+
+def ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """Policy columns first, then the rest as they come."""
+    front = [c for c in POLICY_COLUMNS if c in frame.columns]
+    return frame[front + [c for c in frame.columns if c not in front]]
+
+
+@dataclass
+class Run:
+    """What a search left in its directory, read at one moment."""
+
+    run_dir: Path
+    cfg: SearchConfig
+    trials: pd.DataFrame  # one row per finished trial (status ok, failed or error)
+    source: str  # "trials.csv" or "study"
+    model: dict[str, Any]  # model.json: name, base flops/params, layers (name, position, channels)
+    baseline: dict[str, Any] | None  # baseline.json: accuracies of the unpruned model
+
+    @property
+    def completed(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == "ok"] if len(self.trials) else self.trials
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] != "ok"] if len(self.trials) else self.trials
+
+    def front(self, constraints: Constraints | None = None) -> pd.DataFrame:
+        """The Pareto front of the completed trials that meet ``constraints`` (default: the search's)."""
+        return pareto_front(self.completed, self.cfg.search.objectives, constraints or self.cfg.search.constraints)
+
+
+def load_run(run_dir: str | Path, source: str = "auto") -> Run:
+    """Read a run directory; ``source`` is auto (trials.csv if present, else the study), csv or study."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise PdsearchError(f"{run_dir} is not a pdsearch run directory (no {CONFIG_YAML})")
+    if source not in ("auto", "csv", "study"):
+        raise PdsearchError(f"source must be auto, csv or study, got {source!r}")
+    cfg = load_config(run_dir / CONFIG_YAML)
+    model = _read_json(run_dir / MODEL_JSON)
+    if model is None:
+        raise PdsearchError(f"{run_dir} has no {MODEL_JSON}: the search stopped before its preflight finished")
+    has_csv = (run_dir / TRIALS_CSV).is_file()
+    if source == "csv" or (source == "auto" and has_csv):
+        if not has_csv:
+            raise PdsearchError(f"{run_dir} has no {TRIALS_CSV} yet: no trial has finished")
+        trials, source = pd.read_csv(run_dir / TRIALS_CSV, keep_default_na=False), "trials.csv"
+    else:
+        trials, source = trials_from_study(cfg, run_dir), "study"
+    return Run(run_dir, cfg, _typed(trials), source, model, _read_json(run_dir / BASELINE_JSON))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise PdsearchError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _typed(trials: pd.DataFrame) -> pd.DataFrame:
+    if not len(trials):
+        return pd.DataFrame(columns=list(dict.fromkeys(POLICY_COLUMNS + NUMERIC_COLUMNS)))
+    trials = trials.copy()
+    for column in NUMERIC_COLUMNS:
+        if column in trials.columns:
+            trials[column] = pd.to_numeric(trials[column], errors="coerce")
+    trials["trial_id"] = trials["trial_id"].astype(str)
+    return trials
+
+
+def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
+    """The trials table rebuilt from the Optuna study (policies from params, metrics from user attributes)."""
+    from pdsearch.trial import policy_fields, policy_from_params
+
+    try:
+        study = optuna.load_study(study_name=cfg.search.study_name, storage=storage_url(cfg, run_dir))
+    except Exception as exc:  # missing database, unknown study name, unreachable server
+        raise PdsearchError(f"cannot read the study of {run_dir}: {str(exc).splitlines()[0]}") from None
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
+        if "repeat_of" in t.user_attrs:  # a re-proposed policy, told its twin's result
+            continue
+        metrics = dict(t.user_attrs.get(METRICS_ATTR, {}))
+        ok = t.state == optuna.trial.TrialState.COMPLETE and metrics.get("status", "ok") == "ok"
+        row = {"trial_id": t.user_attrs.get("tune_trial_id", f"optuna-{t.number}"),
+               **policy_fields(policy_from_params(t.params, cfg)), **metrics}
+        row.update(status="ok" if ok else "failed",
+                   failure_reason="" if ok else t.user_attrs.get("failure_reason", "trial raised an error"))
+        rows.append(row)
+    return ordered(pd.DataFrame(rows)) if rows else pd.DataFrame()
+
+
+def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Constraints | None = None) -> pd.DataFrame:
+    """Rows that Optuna's ``best_trials`` keeps: feasible and not dominated, sorted by FLOPs."""
+    if not len(trials):
+        return trials.iloc[0:0]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=[_direction(o) for o in objectives])
+    study.add_trials([
+        optuna.trial.create_trial(
+            values=[float(row[o]) for o in objectives], user_attrs={"row": i},
+            constraints=(constraints.violations(row) if constraints else None) or None,
+        )
+        for i, row in trials.iterrows()
+    ])
+    rows = [t.user_attrs["row"] for t in study.best_trials]
+    return trials.loc[rows].sort_values(["flops", "accuracy"], ascending=[True, False])
+
+
+def _direction(objective: str) -> str:
+    return "maximize" if OBJECTIVES[objective] == "max" else "minimize"
+
+
+def hypervolume(front: pd.DataFrame, objectives: list[str], base_flops: float, base_params: float) -> float:
+    """Hypervolume of ``front``, each objective as a loss in [0, 1].
+
+    Accuracy becomes 1 - accuracy/100, FLOPs and params become a fraction of the
+    baseline's, so the reference point (1, 1, 1) is a 0 %-accurate model that costs as
+    much as the baseline, and a perfect, free model would score 1.
+    """
+    if not len(front):
+        return 0.0
+    scale = {"accuracy": lambda v: 1.0 - v / 100.0, "flops": lambda v: v / base_flops, "params": lambda v: v / base_params}
+    losses = np.array([[scale[o](float(row[o])) for o in objectives] for _, row in front.iterrows()])
+    losses = losses[(losses < 1.0).all(axis=1)]  # points beyond the reference add nothing
+    if not len(losses):
+        return 0.0
+    # Optuna's exact WFG implementation (the module is private but stable since Optuna 3).
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(losses, np.ones(len(objectives))))
+
