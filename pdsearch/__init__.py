@@ -17,6 +17,8 @@ _LAZY = {
     "plan_grid": "pdsearch.planning",
     "Policy": "pdsearch.policy",
     "search": "pdsearch.searching",
+    "report": "pdsearch.reporting",
+    "select": "pdsearch.selection",
 }
 
 __all__ = ["NoFeasiblePolicy", "PdsearchError", *_LAZY]

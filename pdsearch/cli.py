@@ -105,6 +105,28 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pdsearch.reporting import report
+
+    rep = report(args.run_dir, out=args.out, source=args.source)
+    print(f"Pareto front: {len(rep.front)} policies, hypervolume {rep.hypervolume:.4f}")
+    print(f"report: {rep.html}\n        {rep.markdown}")
+    print("plots:  " + "\n        ".join(str(p) for p in rep.plots.values()))
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from pdsearch.selection import describe, select
+
+    chosen = select(
+        args.run_dir, max_acc_drop=args.max_acc_drop, min_flops_reduction=args.min_flops_reduction,
+        min_params_reduction=args.min_params_reduction, prefer=args.prefer, export=args.export,
+        finetune_epochs=args.finetune_epochs, source=args.source,
+    )
+    print(describe(chosen))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pdsearch", description="Search pruning policies (GPR x PD) for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -132,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-trials", type=int, help="override search.num_trials")
     s.add_argument("--address", help="Ray cluster address ('auto' on a cluster head); default: start Ray locally")
     s.set_defaults(func=_cmd_search)
+
+    source = dict(choices=["auto", "csv", "study"], default="auto",
+                  help="read trials from trials.csv or the Optuna study (auto: trials.csv if present)")
+    r = sub.add_parser("report", help="Pareto report of a run (finished or not): report.html, report.md, PNG plots")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="folder for the report (default: RUN_DIR/report)")
+    r.add_argument("--source", **source)
+    r.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("select", help="pick one policy by constraints and a preference; write policy.json, export its model")
+    c.add_argument("run_dir")
+    c.add_argument("--max-acc-drop", type=float, metavar="PTS", help="default: the search's constraint")
+    c.add_argument("--min-flops-reduction", type=float, metavar="PCT")
+    c.add_argument("--min-params-reduction", type=float, metavar="PCT")
+    c.add_argument("--prefer", choices=["knee", "accuracy", "flops", "params"], default="knee",
+                   help="knee: nearest the ideal point with objectives scaled over the front (default)")
+    c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (torch.export, .pt2)")
+    c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")
+    c.add_argument("--source", **source)
+    c.set_defaults(func=_cmd_select)
     return parser
 
 

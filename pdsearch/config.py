@@ -241,6 +241,14 @@ def _format_error(exc: ValidationError) -> str:
     return f"{where}: {message}{extra}"
 
 
+def override_constraints(base: Constraints, **values: float | None) -> Constraints:
+    """``base`` with the constraints given (None keeps base's), validated like the config."""
+    try:
+        return Constraints.model_validate({**base.model_dump(), **{k: v for k, v in values.items() if v is not None}})
+    except ValidationError as exc:
+        raise PdsearchError(f"constraint {_format_error(exc)}") from None
+
+
 def parse_config(data: Any, source: str = "config") -> SearchConfig:
     if data is None:
         raise PdsearchError(f"{source}: the configuration is empty")

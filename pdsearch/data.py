@@ -8,6 +8,7 @@ through a DataLoader with workers.
 from __future__ import annotations
 
 import pickle
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +54,8 @@ class DataBundle:
     crop: bool = True
     flip: bool = True
     workers: int = 2
+    mean: tuple[float, ...] = IMAGENET_MEAN  # inputs are (pixels in [0, 1] - mean) / std, per channel
+    std: tuple[float, ...] = IMAGENET_STD
 
     def batches(self, split: str, device: torch.device, train: bool = False, seed: int = 0) -> Iterator[Batch]:
         data = getattr(self, split)
@@ -87,8 +90,8 @@ class DataBundle:
         if self.in_channels != 1 or not all(isinstance(s, TensorSplit) for s in (self.train, self.val, self.test)):
             raise PdsearchError(f"model needs {channels} input channels, dataset {self.name} has {self.in_channels}")
         rep = [TensorSplit(s.x.repeat(1, channels, 1, 1), s.y) for s in (self.train, self.val, self.test)]
-        return DataBundle(self.name, self.num_classes, channels, self.input_size, *rep,
-                          batch_size=self.batch_size, crop=self.crop, flip=self.flip, workers=self.workers)
+        return dataclasses.replace(self, in_channels=channels, train=rep[0], val=rep[1], test=rep[2],
+                                   mean=self.mean * channels, std=self.std * channels)
 
 
 def _random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -107,10 +110,12 @@ def _stratified(y: np.ndarray, fraction: float, seed: int, pool: np.ndarray) -> 
     return np.sort(keep), np.sort(held)
 
 
-def _normalise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+def _normalise(train: torch.Tensor, *others: torch.Tensor) -> tuple[list[torch.Tensor], tuple, tuple]:
+    """Standardise with the train split's per-channel statistics (returned for exported models' users)."""
     mean = train.mean(dim=(0, 2, 3), keepdim=True)
     std = train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    return [(t - mean) / std for t in (train, *others)]
+    stats = tuple(round(float(v), 6) for v in mean.flatten()), tuple(round(float(v), 6) for v in std.flatten())
+    return [(t - mean) / std for t in (train, *others)], *stats
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -130,13 +135,13 @@ def _bundle(cfg: DataConfig, name: str, x: torch.Tensor, y: np.ndarray, test: tu
         x_test, y_test = test
     train_idx, val_idx = _stratified(y_all, cfg.val_fraction, cfg.seed + 1, pool)
     x = _resize(x, cfg.input_size)
-    x_train, x_val, x_test = _normalise(x[train_idx], x[val_idx], _resize(x_test, cfg.input_size))
+    (x_train, x_val, x_test), mean, std = _normalise(x[train_idx], x[val_idx], _resize(x_test, cfg.input_size))
     as_long = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)  # noqa: E731
     return DataBundle(
         name=name, num_classes=int(y_all.max()) + 1, in_channels=x.shape[1], input_size=cfg.input_size,
         train=TensorSplit(x_train, as_long(y_all[train_idx])), val=TensorSplit(x_val, as_long(y_all[val_idx])),
         test=TensorSplit(x_test, as_long(y_test)), batch_size=cfg.batch_size, crop=cfg.augment_crop,
-        flip=flip_default if cfg.augment_flip is None else cfg.augment_flip, workers=cfg.workers,
+        flip=flip_default if cfg.augment_flip is None else cfg.augment_flip, workers=cfg.workers, mean=mean, std=std,
     )
 
 

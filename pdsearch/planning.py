@@ -34,7 +34,7 @@ class Plan:
     @property
     def flexiprune_list(self) -> list[float]:
         """FlexiPrune's ``list_pruning``: every group's rate in order, then 0 for the classifier."""
-        return [round(r, 6) for r in self.rates] + [0.0]
+        return [*self.rates, 0.0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,11 +83,14 @@ class Planner:
             arch = architecture([g.kind for g in self.groups])
             return np.array(flexiprune_rates(arch, policy.pd, policy.gpr))
         positions = np.array([g.position for g in self.groups])
-        return calibrated_rates(
+        solved = calibrated_rates(
             positions, policy.gpr / 100.0, policy.slope, policy.curvature,
             self.cost, policy.target, policy.max_rate,
             steps=np.array([g.channel_groups / g.channels for g in self.groups]),
         )
+        # The fraction really removed: the solver lands on channel boundaries (0.1250000001
+        # of 8 channels removes 2), and a rate a reader re-applies must remove the same channels.
+        return np.array([g.channels_to_prune(r) / g.channels for g, r in zip(self.groups, solved)])
 
     def cost(self, rates: Sequence[float]) -> tuple[float, float]:
         """Exact (FLOPs, params) after pruning with ``rates``, channel rounding included."""
@@ -100,7 +103,7 @@ class Planner:
         layers = [
             {
                 "name": g.name,
-                "rate": round(float(r), 6),
+                "rate": float(r),  # exact: rounding could move a channel boundary
                 "position": round(g.position, 4),
                 "channels": g.channels,
                 "kept": g.channels - g.channels_to_prune(r),

@@ -134,7 +134,7 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         flops=cost.flops, params=cost.params,
         flops_reduction_pct=100.0 * (1 - cost.flops / base.flops),
         params_reduction_pct=100.0 * (1 - cost.params / base.params),
-        rates=[round(float(r), 6) for r in rates], status="ok", failure_reason="",
+        rates=[float(r) for r in rates], status="ok", failure_reason="",
         seconds=time.time() - start, **_where(device), **policy_fields(policy),
     )
     return metrics

@@ -1,0 +1,319 @@
+"""Pareto reports: what a run found, as PNG plots, report.md and a self-contained report.html.
+
+Plots use matplotlib's object API (no pyplot state, no display needed); tables are
+pandas frames rendered to Markdown and HTML. A report can be made while the search
+is still running or after it crashed: it shows the trials finished so far.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from pdsearch.errors import PdsearchError
+from pdsearch.rundir import Run, hypervolume, load_run
+
+PLOTS = {
+    "pareto_flops.png": "Accuracy vs FLOPs",
+    "pareto_params.png": "Accuracy vs parameters",
+    "accuracy_vs_gpr.png": "Accuracy vs GPR per pruning distribution",
+    "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",
+}
+MAX_PROFILES = 10  # rate profiles drawn (evenly spaced along the front)
+Section = tuple[str, Union[str, pd.DataFrame, list[str]]]  # title, then text, a table or plot names
+
+
+@dataclass
+class Report:
+    html: Path
+    markdown: Path
+    plots: dict[str, Path]
+    hypervolume: float
+    front: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, source: str = "auto") -> Report:
+    """Write report.html, report.md and the PNG plots of a run (finished or not) to ``out``."""
+    run = load_run(run_dir, source)
+    done = run.completed
+    if not len(done):
+        raise PdsearchError(f"{run.run_dir} has no completed trial yet: nothing to report")
+    out = Path(out) if out else run.run_dir / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PdsearchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    front = run.front()
+    objectives = run.cfg.search.objectives
+    hv = hypervolume(front, objectives, run.model["flops"], run.model["params"])
+
+    figures = {
+        "pareto_flops.png": _tradeoff(run, front, "flops"),
+        "pareto_params.png": _tradeoff(run, front, "params"),
+        "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
+        "rate_profiles.png": _rate_profiles(run, front),
+    }
+    plots = {}
+    for name, fig in figures.items():
+        plots[name] = out / name
+        fig.savefig(plots[name], dpi=110)
+
+    tables = {"front": front_table(run, front), "best_per_pd": best_per_pd(run), "baseline": baseline_table(run)}
+    if len(run.failed):
+        tables["failed"] = run.failed[["trial_id", "gpr", "pd", "criterion", "status", "failure_reason"]]
+    sections: list[Section] = [
+        ("Summary", _summary(run, front, hv)),
+        ("Trade-off", list(PLOTS)),
+        (f"Pareto front ({len(front)} policies)", tables["front"]),
+        ("Best policy per PD at each GPR (validation accuracy %, FLOPs reduction %)", tables["best_per_pd"]),
+        ("Baseline", tables["baseline"]),
+    ]
+    if "failed" in tables:
+        sections.append((f"Failed trials ({len(tables['failed'])})", tables["failed"]))
+    title = f"pdsearch report: {run.cfg.name}"
+    markdown, page = out / "report.md", out / "report.html"
+    markdown.write_text(_markdown(title, sections))
+    page.write_text(_html(title, sections, plots))
+    return Report(page, markdown, plots, hv, front, tables)
+
+
+# ---- tables -------------------------------------------------------------------------------
+
+
+def _human(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _with_std(frame: pd.DataFrame, column: str, repeats: int) -> pd.Series:
+    """'97.20 ± 0.31' where repeats were run, else '97.20'."""
+    if repeats > 1 and f"{column}_std" in frame.columns:
+        return frame[column].map("{:.2f}".format) + " ± " + frame[f"{column}_std"].map("{:.2f}".format)
+    return frame[column].map("{:.2f}".format)
+
+
+def front_table(run: Run, front: pd.DataFrame) -> pd.DataFrame:
+    repeats = run.cfg.space.repeats
+    return pd.DataFrame({
+        "trial": front["trial_id"],
+        "GPR %": front["gpr"].map("{:g}".format),
+        "PD": front["pd"],
+        "criterion": front["criterion"],
+        "val acc %": _with_std(front, "accuracy", repeats),
+        "test acc %": _with_std(front, "test_accuracy", repeats),
+        "acc drop (pts)": _with_std(front, "acc_drop", repeats),
+        "FLOPs": front["flops"].map(_human),
+        "FLOPs red. %": front["flops_reduction_pct"].map("{:.1f}".format),
+        "params": front["params"].map(_human),
+        "params red. %": front["params_reduction_pct"].map("{:.1f}".format),
+    })
+
+
+def _gpr_bins(run: Run) -> pd.Series:
+    """GPR as searched when the space is discrete, else rounded to 10-point bins."""
+    gpr = run.completed["gpr"]
+    if run.cfg.space.gpr.step or run.cfg.space.gpr.values_ is not None:
+        return gpr
+    return (gpr / 10).round() * 10
+
+
+def best_per_pd(run: Run) -> pd.DataFrame:
+    done = run.completed.assign(gpr_bin=_gpr_bins(run))
+    best = done.loc[done.groupby(["gpr_bin", "pd"])["accuracy"].idxmax()]
+    best = best.assign(cell=best["accuracy"].map("{:.2f}".format) + " (−" + best["flops_reduction_pct"].map("{:.0f}".format) + "%)")
+    table = best.pivot(index="gpr_bin", columns="pd", values="cell").fillna("")
+    table.index = [f"{g:g}" for g in table.index]
+    return table.rename_axis("GPR %").reset_index()
+
+
+def baseline_table(run: Run) -> pd.DataFrame:
+    base = run.baseline or {}
+    fmt = lambda key: f"{base[key]:.2f}" if key in base else "?"  # noqa: E731
+    return pd.DataFrame([{
+        "model": run.model["name"], "val acc %": fmt("val_accuracy"), "test acc %": fmt("test_accuracy"),
+        "FLOPs": _human(run.model["flops"]), "params": _human(run.model["params"]),
+        "source": base.get("source", "?"),
+    }])
+
+
+def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:
+    budget = run.cfg.search.num_trials if run.cfg.search.sampler != "grid" else None
+    finished = len(run.trials)
+    state = f"{finished} trials finished" + (f" of {budget}" if budget else "")
+    if budget and finished < budget:
+        state += " (partial run: still running, or stopped early)"
+    objectives = run.cfg.search.objectives
+    reference = {"accuracy": "accuracy 0 %", "flops": f"FLOPs = baseline ({_human(run.model['flops'])})",
+                 "params": f"params = baseline ({_human(run.model['params'])})"}
+    return "\n".join([
+        f"- Run: `{run.run_dir}` (read from {run.source})",
+        f"- {state}: {len(run.completed)} completed, {len(run.failed)} failed",
+        f"- Objectives: {', '.join(objectives)}; constraints: {run.cfg.search.constraints.describe()}",
+        f"- Pareto front: {len(front)} policies",
+        f"- Hypervolume: **{hv:.4f}**, each objective as a loss in [0, 1] (1 − accuracy/100, cost / baseline cost); "
+        f"reference point: {', '.join(reference[o] for o in objectives)}. 1.0 would be a perfectly accurate, free model.",
+    ])
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+
+def _colouring(trials: pd.DataFrame) -> tuple[list, list[Line2D] | ScalarMappable]:
+    """One colour per row: by PD when there are few distinct ones, else by the shape's slope."""
+    labels = trials["pd"].astype(str)
+    names = sorted(labels.unique())
+    if len(names) <= 10:
+        palette = {name: colormaps["tab10"](i) for i, name in enumerate(names)}
+        legend = [Line2D([], [], ls="", marker="o", color=palette[n], label=n) for n in names]
+        return [palette[label] for label in labels], legend
+    slope = trials["slope"].astype(float)
+    mappable = ScalarMappable(Normalize(slope.min(), slope.max()), colormaps["viridis"])
+    return [mappable.to_rgba(s) for s in slope], mappable
+
+
+def _legend_or_bar(fig: Figure, ax, key: list[Line2D] | ScalarMappable, extra: list[Line2D]) -> None:
+    if isinstance(key, ScalarMappable):
+        fig.colorbar(key, ax=ax, label="distribution slope (− top-down, + bottom-up)")
+        key = []
+    ax.legend(handles=key + extra, fontsize=8, loc="best")
+
+
+def _tradeoff(run: Run, front: pd.DataFrame, cost: str) -> Figure:
+    done = run.completed
+    scale, unit = (1e9, "G") if run.model[cost] >= 1e9 else (1e6, "M") if run.model[cost] >= 1e6 else (1e3, "K")
+    colours, key = _colouring(done)
+    on_front = done.index.isin(front.index)
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    x = done[cost] / scale
+    ax.scatter(x[~on_front], done["accuracy"][~on_front], c=[c for c, f in zip(colours, on_front) if not f], s=24, alpha=0.3)
+    ax.scatter(x[on_front], done["accuracy"][on_front], c=[c for c, f in zip(colours, on_front) if f], s=70,
+               edgecolors="black", linewidths=0.9, zorder=3)
+    if run.cfg.space.repeats > 1:
+        ax.errorbar(x[on_front], done["accuracy"][on_front], yerr=done["accuracy_std"][on_front], fmt="none",
+                    ecolor="grey", lw=0.8, zorder=2)
+    envelope = front.sort_values(cost)
+    envelope = envelope[envelope["accuracy"] >= envelope["accuracy"].cummax()]  # the front seen in these 2 axes
+    ax.step(envelope[cost] / scale, envelope["accuracy"], where="post", color="black", lw=0.8, ls="--")
+    extra = [Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="Pareto front"),
+             Line2D([], [], ls="", marker="o", color="grey", alpha=0.3, label="dominated or infeasible")]
+    if run.baseline:
+        ax.scatter([run.model[cost] / scale], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
+        extra.append(Line2D([], [], ls="", marker="*", ms=10, color="black", label="baseline"))
+    name = "FLOPs" if cost == "flops" else "parameters"
+    ax.set(xlabel=f"{name} ({unit})", ylabel="validation accuracy (%)", title=f"{run.cfg.name}: accuracy vs {name}")
+    ax.grid(alpha=0.3)
+    _legend_or_bar(fig, ax, key, extra)
+    return fig
+
+
+def _accuracy_vs_gpr(run: Run) -> Figure:
+    done = run.completed.assign(gpr_bin=_gpr_bins(run))
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours, key = _colouring(done)
+    if isinstance(key, ScalarMappable):  # continuous shapes: every trial, coloured by slope
+        ax.scatter(done["gpr"], done["accuracy"], c=colours, s=30)
+    else:
+        palette = {h.get_label(): h.get_color() for h in key}
+        for pd_label, group in done.groupby("pd"):
+            best = group.loc[group.groupby("gpr_bin")["accuracy"].idxmax()].sort_values("gpr_bin")
+            yerr = best["accuracy_std"] if run.cfg.space.repeats > 1 else None
+            ax.errorbar(best["gpr_bin"], best["accuracy"], yerr=yerr, marker="o", ms=5, capsize=3,
+                        color=palette[str(pd_label)], label=str(pd_label))
+    extra = []
+    if run.baseline:
+        ax.axhline(run.baseline["val_accuracy"], color="black", ls=":", lw=1)
+        extra.append(Line2D([], [], color="black", ls=":", label="baseline"))
+    ax.set(xlabel="global pruning rate (%)", ylabel="best validation accuracy (%)",
+           title=f"{run.cfg.name}: accuracy vs GPR per distribution")
+    ax.grid(alpha=0.3)
+    _legend_or_bar(fig, ax, key, extra)
+    return fig
+
+
+def _rate_profiles(run: Run, front: pd.DataFrame) -> Figure:
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    picks = front.iloc[np.unique(np.linspace(0, len(front) - 1, min(len(front), MAX_PROFILES)).round().astype(int))]
+    layers = run.model["layers"]
+    colours = colormaps["plasma"](np.linspace(0, 0.9, max(len(picks), 1)))
+    for colour, (_, row) in zip(colours, picks.iterrows()):
+        rates = np.array(json.loads(row["rates"])) * 100
+        x = [layer["position"] for layer in layers] if len(layers) == len(rates) else np.linspace(0, 1, len(rates))
+        order = np.argsort(x, kind="stable")
+        ax.plot(np.asarray(x)[order], rates[order], marker="o", ms=4, color=colour,
+                label=f"GPR {row['gpr']:g} {row['pd']} (acc {row['accuracy']:.1f}, −{row['flops_reduction_pct']:.0f}% FLOPs)")
+    ax.set(xlabel="depth position (0 = input, 1 = output)", ylabel="pruning rate (%)",
+           title=f"{run.cfg.name}: per-layer rates of the Pareto policies")
+    if not len(picks):
+        ax.text(0.5, 0.5, "no feasible Pareto policy yet", ha="center", transform=ax.transAxes)
+    ax.grid(alpha=0.3)
+    if len(picks):
+        ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+# ---- documents ----------------------------------------------------------------------------
+
+
+def _markdown(title: str, sections: list[Section]) -> str:
+    parts = [f"# {title}"]
+    for heading, body in sections:
+        parts.append(f"## {heading}")
+        if isinstance(body, pd.DataFrame):
+            parts.append(body.to_markdown(index=False, disable_numparse=True))
+        elif isinstance(body, list):
+            parts.extend(f"![{PLOTS[name]}]({name})" for name in body)
+        else:
+            parts.append(body)
+    return "\n\n".join(parts) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}img{max-width:49%;margin:0.3em 0}code{background:#f3f3f3;padding:0 3px}"""
+
+
+def _inline_markdown(text: str) -> str:
+    """The summary's bullets, bold and code spans, as HTML."""
+    items = []
+    for line in text.splitlines():
+        line = html.escape(line.removeprefix("- "))
+        for mark, tag in (("**", "b"), ("`", "code")):
+            pieces = line.split(mark)
+            line = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(pieces))
+        items.append(f"<li>{line}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def _html(title: str, sections: list[Section], plots: dict[str, Path]) -> str:
+    """One file: the plots are embedded as base64 PNGs, so it opens offline and can be mailed."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for heading, content in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(content, pd.DataFrame):
+            body.append(content.to_html(index=False, border=0))
+        elif isinstance(content, list):
+            for name in content:
+                data = base64.b64encode(plots[name].read_bytes()).decode()
+                body.append(f'<img alt="{html.escape(PLOTS[name])}" src="data:image/png;base64,{data}">')
+        else:
+            body.append(_inline_markdown(content))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+

@@ -1,0 +1,229 @@
+"""Automated policy selection: constraints and a preference pick one policy off the front.
+
+The pick is written to RUN_DIR/policy.json. Trials keep no weights (a sweep would store
+thousands of models), so ``export`` reruns the chosen policy: the same baseline, rates,
+seed and fine-tuning (or a longer one), which on the same device reproduces the trial.
+The model is saved with ``torch.export``, so plain torch loads it without pdsearch:
+``torch.export.load(path).module()``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pdsearch.config import OBJECTIVES, Constraints, SearchConfig, override_constraints
+from pdsearch.errors import NoFeasiblePolicy, PdsearchError
+from pdsearch.planning import Plan, Planner
+from pdsearch.policy import PD_SHAPES, Policy
+from pdsearch.rundir import POLICY_JSON, Run, load_run
+from pdsearch.trial import policy_from_params
+
+PREFERENCES = ("knee", "accuracy", "flops", "params")
+METRICS = ("accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std", "acc_drop", "flops", "params",
+           "flops_reduction_pct", "params_reduction_pct")
+
+
+@dataclass
+class Selection:
+    policy: Policy
+    trial: dict[str, Any]  # the trial's row of trials.csv
+    plan: Plan
+    reason: str
+    constraints: Constraints
+    front: pd.DataFrame  # the feasible Pareto front it was picked from
+    record: dict[str, Any]  # what policy.json holds
+    path: Path  # policy.json
+
+
+def select(
+    run_dir: str | Path,
+    *,
+    max_acc_drop: float | None = None,
+    min_flops_reduction: float | None = None,
+    min_params_reduction: float | None = None,
+    prefer: str = "knee",
+    export: str | Path | None = None,
+    finetune_epochs: int | None = None,
+    source: str = "auto",
+) -> Selection:
+    """Pick one policy of a run; constraints not given are the search's own.
+
+    Raises NoFeasiblePolicy (exit code 3), naming the closest policy, when none qualifies.
+    """
+    if prefer not in PREFERENCES:
+        raise PdsearchError(f"prefer must be one of {', '.join(PREFERENCES)}, got {prefer!r}")
+    if finetune_epochs is not None and (not isinstance(finetune_epochs, int) or finetune_epochs < 1):
+        raise PdsearchError(f"finetune epochs must be a positive integer, got {finetune_epochs!r}")
+    export = Path(export) if export else None
+    if export and not export.parent.resolve().is_dir():
+        raise PdsearchError(f"cannot export to {export}: folder {export.parent} does not exist")
+    run = load_run(run_dir, source)
+    constraints = override_constraints(run.cfg.search.constraints, max_acc_drop=max_acc_drop,
+                                       min_flops_reduction=min_flops_reduction, min_params_reduction=min_params_reduction)
+    if not len(run.completed):
+        raise PdsearchError(f"{run.run_dir} has no completed trial yet: nothing to select from")
+    front = run.front(constraints)
+    if not len(front):
+        raise NoFeasiblePolicy(closest_miss(run.completed, constraints))
+    row, why = pick(front, prefer, run.cfg.search.objectives)
+    policy = policy_of(row, run.cfg)
+    plan = _planner(run).plan(policy)
+    if not np.allclose(plan.rates, json.loads(row["rates"]), atol=1e-5):
+        raise PdsearchError(f"trial {row['trial_id']}'s rates differ from what this pdsearch plans for its policy")
+    record = {
+        "policy": policy.to_dict(),
+        "trial_id": row["trial_id"],
+        "model": run.model["name"],
+        "layers": plan.layers,
+        "rates": plan.rates,
+        "flexiprune_list": plan.flexiprune_list,
+        "metrics": {k: _plain(row[k]) for k in METRICS if k in row},
+        "baseline": {"val_accuracy": (run.baseline or {}).get("val_accuracy"), "flops": run.model["flops"],
+                     "params": run.model["params"]},
+        "selection": {"preference": prefer, "constraints": constraints.model_dump(), "front_size": len(front),
+                      "reason": why},
+        "export": None,
+    }
+    if export:
+        record["export"] = export_model(run, policy, plan, export, finetune_epochs, record)
+    path = run.run_dir / POLICY_JSON
+    path.write_text(json.dumps(record, indent=2))
+    return Selection(policy, dict(row), plan, why, constraints, front, record, path)
+
+
+def pick(front: pd.DataFrame, prefer: str, objectives: list[str]) -> tuple[pd.Series, str]:
+    """One row of the feasible front, and why.
+
+    knee: every objective is min-max scaled over the front to [0, 1] (1 = the best value
+    on the front), and the policy nearest (Euclidean) to the ideal point (1, ..., 1) wins:
+    the best compromise, independent of the objectives' units. Ties go to accuracy.
+    """
+    n = len(front)
+    if prefer == "accuracy":
+        return front.sort_values(["accuracy", "flops"], ascending=[False, True]).iloc[0], \
+            f"highest validation accuracy among the {n} feasible Pareto policies"
+    if prefer in ("flops", "params"):
+        return front.sort_values([prefer, "accuracy"], ascending=[True, False]).iloc[0], \
+            f"fewest {'FLOPs' if prefer == 'flops' else 'parameters'} among the {n} feasible Pareto policies"
+    scaled = []
+    for objective in objectives:
+        values = front[objective].astype(float) * (1 if OBJECTIVES[objective] == "max" else -1)
+        span = values.max() - values.min()
+        scaled.append((values - values.min()) / span if span > 0 else values * 0 + 1)
+    distance = np.sqrt(sum((1 - s) ** 2 for s in scaled))
+    order = pd.DataFrame({"d": distance.round(9), "acc": -front["accuracy"]}, index=front.index).sort_values(["d", "acc"])
+    best = order.index[0]
+    runner_up = f"; next best {order['d'].iloc[1]:.3f}" if n > 1 else ""
+    return front.loc[best], (f"knee of the {n} feasible Pareto policies: nearest to the ideal point after scaling "
+                             f"{', '.join(objectives)} to [0, 1] over the front (distance {order['d'].iloc[0]:.3f}{runner_up})")
+
+
+def closest_miss(trials: pd.DataFrame, constraints: Constraints) -> str:
+    """The completed policy that misses the constraints by the fewest points, and by how much."""
+    labels = {"acc_drop": ("acc drop", "acc_drop", " pts"), "flops_reduction": ("FLOPs reduction", "flops_reduction_pct", "%"),
+              "params_reduction": ("params reduction", "params_reduction_pct", "%")}
+    misses = [(sum(max(0.0, v) for v in constraints.violations(row).values()), i) for i, row in trials.iterrows()]
+    _, best = min(misses)
+    row = trials.loc[best]
+    parts = [f"{labels[name][0]} by {v:.2f} points ({row[labels[name][1]]:.2f}{labels[name][2]})"
+             for name, v in constraints.violations(row).items() if v > 0]
+    return (f"no completed policy meets {constraints.describe()}; the closest is GPR {row['gpr']:g} {row['pd']} "
+            f"{row['criterion']} (trial {row['trial_id']}), which misses {' and '.join(parts)}")
+
+
+def policy_of(row: pd.Series, cfg: SearchConfig) -> Policy:
+    params = {"gpr": row["gpr"], "criterion": row["criterion"], "seed": int(row["seed"])}
+    if row["pd"] in PD_SHAPES:
+        params["pd"] = row["pd"]
+    else:
+        params.update(slope=float(row["slope"]), curvature=float(row["curvature"]))
+    return policy_from_params(params, cfg)
+
+
+def _planner(run: Run) -> Planner:
+    """The model's analysis, from model.json's shapes: no data needed."""
+    m = run.model
+    return Planner(run.cfg.model.name, num_classes=m["num_classes"], input_size=m["input_size"],
+                   in_channels=m["in_channels"], model_kwargs=run.cfg.model.kwargs)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def export_model(run: Run, policy: Policy, plan: Plan, path: Path, finetune_epochs: int | None,
+                 record: dict[str, Any]) -> dict[str, Any]:
+    """Rerun ``policy`` (prune the cached baseline, fine-tune) and save it with torch.export."""
+    from pdsearch.baseline import cached_baseline
+    from pdsearch.cost import count_cost
+    from pdsearch.trial import finetune_and_measure, prune_baseline, trial_context
+
+    cfg = run.cfg
+    baseline = cached_baseline(cfg, run.run_dir)
+    if baseline is None:
+        raise PdsearchError(f"{run.run_dir}/baseline holds no weights for this configuration: cannot rerun the policy")
+    if finetune_epochs:
+        cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"epochs": finetune_epochs})})
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # as the trial ran, so CPU reruns reproduce it
+    try:
+        ctx = trial_context(cfg, baseline)
+        pruned = prune_baseline(ctx, np.array(plan.rates), policy)
+        measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device)
+    finally:
+        torch.set_num_threads(threads)
+    model = pruned.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
+    example = ctx.planner.structure.example_input
+    cost = count_cost(model, example)
+    info = {
+        "path": str(path),
+        "format": "torch.export ExportedProgram (dynamic batch size)",
+        "load": f"torch.export.load({str(path)!r}).module()",
+        "input": {"shape": list(example.shape[1:]), "pixels": "in [0, 1]", "mean": list(ctx.data.mean),
+                  "std": list(ctx.data.std), "normalise": "(pixels - mean) / std per channel"},
+        "source": "deterministic rerun of the trial's policy (same baseline, rates, seed"
+                  + (", fine-tuning)" if not finetune_epochs else f"; fine-tuned {finetune_epochs} epochs instead of {run.cfg.finetune.epochs})"),
+        "finetune_epochs": cfg.finetune.epochs,
+        "device": str(device),
+        "val_accuracy": measured["accuracy"],
+        "test_accuracy": measured["test_accuracy"],
+        "flops": cost.flops,
+        "params": cost.params,
+    }
+    batch = torch.cat([example, example])  # batch 2, so the batch dimension is not specialised to 1
+    with torch.no_grad():
+        program = torch.export.export(model, (batch,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    tmp = path.with_name(f"{path.stem}.partial{path.suffix}")
+    torch.export.save(program, tmp, extra_files={"policy.json": json.dumps({**record, "export": info})})
+    os.replace(tmp, path)
+    return info
+
+
+def describe(selection: Selection) -> str:
+    """Why this policy, with its constraint values, for the CLI."""
+    row, c = selection.trial, selection.constraints
+    lines = [f"selected: GPR {row['gpr']:g}% {row['pd']} criterion {row['criterion']} (trial {row['trial_id']})",
+             f"  why: {selection.reason}"]
+    checks = [("acc drop", row["acc_drop"], "<=", c.max_acc_drop, " pts"),
+              ("FLOPs reduction", row["flops_reduction_pct"], ">=", c.min_flops_reduction, "%"),
+              ("params reduction", row["params_reduction_pct"], ">=", c.min_params_reduction, "%")]
+    for name, value, op, limit, unit in checks:
+        bound = f" (constraint {op} {limit:g}{unit})" if limit is not None else " (no constraint)"
+        lines.append(f"  {name}: {value:.2f}{unit}{bound}")
+    lines.append(f"  val accuracy {row['accuracy']:.2f}%, test {row['test_accuracy']:.2f}%; "
+                 f"FLOPs {int(row['flops']):,}, params {int(row['params']):,}")
+    lines.append(f"written: {selection.path}")
+    export = selection.record["export"]
+    if export:
+        lines.append(f"exported: {export['path']} ({export['source']}); val accuracy {export['val_accuracy']:.2f}%, "
+                     f"test {export['test_accuracy']:.2f}%; load with {export['load']}")
+    return "\n".join(lines)
+
