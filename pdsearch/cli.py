@@ -95,7 +95,9 @@ def _print_front(result: dict) -> None:
         columns={"flops_reduction_pct": "flops_red_%", "params_reduction_pct": "params_red_%"})
     print(f"Pareto front ({len(front)} policies, val accuracy vs FLOPs vs params):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    print(f"\nwritten to {result['run_dir']}: trials.csv, pareto.csv, study.db, config.yaml, tune/")
+    run = result["run_dir"]
+    print(f"\nwritten to {run}: trials.csv, pareto.csv, study.db, config.yaml, model.json, tune/")
+    print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.pt2")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
