@@ -17,6 +17,7 @@ _LAZY = {
     "plan_grid": "pdsearch.planning",
     "Policy": "pdsearch.policy",
     "search": "pdsearch.searching",
+    "resume": "pdsearch.searching",
     "report": "pdsearch.reporting",
     "select": "pdsearch.selection",
 }

@@ -107,6 +107,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from pdsearch.searching import resume
+
+    _print_front(resume(args.run_dir, address=args.address))
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pdsearch.reporting import report
 
@@ -156,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-trials", type=int, help="override search.num_trials")
     s.add_argument("--address", help="Ray cluster address ('auto' on a cluster head); default: start Ray locally")
     s.set_defaults(func=_cmd_search)
+
+    m = sub.add_parser("resume", help="continue a search whose driver died: same Tune experiment, same Optuna study")
+    m.add_argument("run_dir")
+    m.add_argument("--address", help="Ray cluster address; default: start Ray locally")
+    m.set_defaults(func=_cmd_resume)
 
     source = dict(choices=["auto", "csv", "study"], default="auto",
                   help="read trials from trials.csv or the Optuna study (auto: trials.csv if present)")

@@ -193,6 +193,7 @@ class SearchSettings(_Section):
     objectives: list[Literal["accuracy", "flops", "params"]] = ["accuracy", "flops", "params"]
     constraints: Constraints = Constraints()
     storage: Optional[str] = None  # an Optuna storage URL; default: SQLite in the run directory
+    tune_storage: Optional[str] = None  # Ray Tune's storage_path (a shared folder or s3://...); default RUN_DIR/tune
     study_name: str = "pdsearch"
     population_size: int = Field(8, ge=2)  # NSGA-II generation size
     max_failures: int = Field(2, ge=0)  # retries of a trial whose worker died

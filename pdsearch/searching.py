@@ -21,6 +21,7 @@ import torch
 from ray import tune
 from ray.tune.result import AUTO_RESULT_KEYS, DEBUG_METRICS
 from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
@@ -34,6 +35,8 @@ from pdsearch.trial import policy_from_params, run_trial
 
 # Ray Tune's compact table reporter (the default output prints every result in full).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Save the experiment state (what `resume` restores) every 5 s instead of Tune's 10 s or more.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 
 TUNE_FIELDS = {*AUTO_RESULT_KEYS, *DEBUG_METRICS, "done"}  # what Tune adds to every result
 
@@ -53,6 +56,7 @@ class PolicySearcher(OptunaSearch):
         self._cfg = cfg
         self._policies: dict[str, str] = {}  # policy key -> Tune trial id that runs it
         self._results: dict[str, tuple[list[float], dict[str, float]]] = {}  # policy key -> values, constraints
+        self._resumed = False
 
     @staticmethod
     def _key(params: dict[str, Any]) -> str:
@@ -64,6 +68,8 @@ class PolicySearcher(OptunaSearch):
         A repeat of a finished policy (trials are deterministic given policy and seed) is
         told to Optuna with the known result, so the sampler learns from it at no cost.
         """
+        if len(self._policies) >= trial_budget(self._cfg):  # after a resume, the study may hold more than Tune knows
+            return Searcher.FINISHED
         for _ in range(self.MAX_REDRAWS):
             params = super().suggest(trial_id)
             key = self._key(params)
@@ -81,8 +87,37 @@ class PolicySearcher(OptunaSearch):
         self._policies.setdefault(self._key(params), trial_id)
         return params
 
+    def _finished_in_study(self, ot_trial: optuna.trial.Trial) -> bool:
+        """True for a trial told before the driver died but after Tune's last checkpoint."""
+        if not self._resumed:
+            return False
+        return self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state.is_finished()
+
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """After a driver crash, trust the study over the checkpoint, which may lag behind it.
+
+        Policies the study has finished are known again (never rerun), and trials the
+        dead driver had started but no restored Tune trial will finish are failed.
+        """
+        super().restore_from_dir(checkpoint_dir)
+        self._resumed = True
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False):
+            if "repeat_of" in frozen.user_attrs:
+                continue
+            key = self._key(frozen.params)
+            if frozen.state == optuna.trial.TrialState.RUNNING and frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+            elif frozen.state.is_finished() and "tune_trial_id" in frozen.user_attrs:
+                self._policies[key] = frozen.user_attrs["tune_trial_id"]
+                if frozen.state == optuna.trial.TrialState.COMPLETE:
+                    self._results[key] = (list(frozen.values), frozen.constraints)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None and self._finished_in_study(ot_trial):
+            self._completed_trials.add(trial_id)  # its rerun after a resume: the study already has it
+            return
         if ot_trial is not None and trial_id not in self._completed_trials:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
             if result:  # the study alone can rebuild trials.csv (rundir.trials_from_study)
@@ -108,6 +143,12 @@ class TrialRecorder(tune.Callback):
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir / TRIALS_CSV
         self.rows: dict[str, dict[str, Any]] = {}
+
+    def setup(self, **info) -> None:
+        """On resume the rows so far come from trials.csv; a rerun trial replaces its row."""
+        if self.path.is_file():
+            earlier = pd.read_csv(self.path, keep_default_na=False, dtype={"trial_id": str})
+            self.rows = {row["trial_id"]: row for row in earlier.to_dict("records")}
 
     def _record(self, trial, status: str | None = None, reason: str = "") -> None:
         reported = {k: v for k, v in trial.last_result.items() if k not in TUNE_FIELDS}
@@ -272,39 +313,57 @@ def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
     return baseline
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None) -> dict[str, Any]:
+def tune_path(cfg: SearchConfig, run_dir: Path) -> str:
+    """Where Ray Tune keeps the experiment (trial folders, the state ``resume`` restores)."""
+    return cfg.search.tune_storage or str(run_dir / "tune")
+
+
+def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
     run_dir = run_dir.resolve()
-    _prepare_run_dir(cfg, run_dir, preflight(cfg))
+    model = preflight(cfg)
+    experiment = f"{tune_path(cfg, run_dir).rstrip('/')}/{cfg.name}"
+    if resume and not tune.Tuner.can_restore(experiment):
+        raise PdsearchError(f"{run_dir} has no Ray Tune state to resume at {experiment} "
+                            "(the search stopped before its first checkpoint): start a new search")
+    if not resume:
+        _prepare_run_dir(cfg, run_dir, model)
     started = connect(address)
     try:
         start = time.time()
         baseline = _baseline(cfg, run_dir)
-        dist, grid = _space(cfg)
-        objectives = cfg.search.objectives
-        searcher = PolicySearcher(
-            space=dist, metric=objectives, mode=[OBJECTIVES[o] for o in objectives], sampler=_sampler(cfg, grid),
-            study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
-        )
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json", by_alias=True), baseline=baseline),
             {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
         )
-        run_config = tune.RunConfig(
-            name=cfg.name, storage_path=str(run_dir / "tune"), callbacks=[TrialRecorder(run_dir)],
-            failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-            progress_reporter=_reporter(), verbose=1,
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trial_budget(cfg), scheduler=FIFOScheduler(),
-                                        max_concurrent_trials=concurrency(cfg), reuse_actors=True),
-            run_config=run_config,
-        )
+        if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            tuner = _new_tuner(cfg, run_dir, trainable)
         tuner.fit()
         return summarize(run_dir, baseline, seconds=time.time() - start)
     finally:
         if started:
             ray.shutdown()
+
+
+def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable) -> tune.Tuner:
+    dist, grid = _space(cfg)
+    objectives = cfg.search.objectives
+    searcher = PolicySearcher(
+        space=dist, metric=objectives, mode=[OBJECTIVES[o] for o in objectives], sampler=_sampler(cfg, grid),
+        study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
+    )
+    run_config = tune.RunConfig(
+        name=cfg.name, storage_path=tune_path(cfg, run_dir), callbacks=[TrialRecorder(run_dir)],
+        failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
+        progress_reporter=_reporter(), verbose=1,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trial_budget(cfg), scheduler=FIFOScheduler(),
+                                    max_concurrent_trials=concurrency(cfg), reuse_actors=True),
+        run_config=run_config,
+    )
 
 
 def summarize(run_dir: Path, baseline: dict[str, Any], seconds: float | None = None) -> dict[str, Any]:
@@ -331,3 +390,11 @@ def search(
         cfg = load_config(config, overrides)
     folder = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     return run_search(cfg, folder, address=address)
+
+
+def resume(run_dir: str | Path, address: str | None = None) -> dict[str, Any]:
+    """Continue a search whose driver died (same Tune experiment, same Optuna study)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_YAML).is_file():
+        raise PdsearchError(f"{run_dir} is not a pdsearch run directory (no {CONFIG_YAML})")
+    return run_search(load_config(run_dir / CONFIG_YAML), run_dir, address=address, resume=True)
