@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,8 @@ class TrialRecorder(tune.Callback):
         self._record(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        error = trial.get_error()
+        local = Path(trial.error_file) if trial.error_file else None  # synced to storage only later
+        error = local.read_text() if local and local.is_file() else trial.get_error()
         reason = str(error).strip().splitlines()[-1] if error else "trial raised an error"
         self._record(trial, status="error", reason=reason[:300])
 
@@ -251,6 +253,17 @@ def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[
     tune.report(metrics)
 
 
+def probe_address(address: str | None) -> None:
+    """Fail in a second, not after Ray's minute of retries, when nothing listens at host:port."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # None, 'auto', 'local', ray://: Ray resolves these itself
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise PdsearchError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
+
+
 def connect(address: str | None) -> bool:
     """Start or join Ray; True if this call started it (and so should stop it)."""
     if ray.is_initialized():
@@ -325,6 +338,7 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
     if resume and not tune.Tuner.can_restore(experiment):
         raise PdsearchError(f"{run_dir} has no Ray Tune state to resume at {experiment} "
                             "(the search stopped before its first checkpoint): start a new search")
+    probe_address(address)
     if not resume:
         _prepare_run_dir(cfg, run_dir, model)
     started = connect(address)

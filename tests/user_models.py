@@ -38,3 +38,16 @@ class FragileNet(TinyNet):
 
 def fragile_net(num_classes: int = 10, in_channels: int = 1) -> FragileNet:
     return FragileNet(num_classes, in_channels)
+
+
+class RaisingNet(FragileNet):
+    """Raises while training once its first conv is pruned below 5 filters: a bug in user code."""
+
+    def forward(self, x):
+        if self.training and self.body[0].out_channels < 5:
+            raise RuntimeError(f"narrow layer: {self.body[0].out_channels} filters")
+        return TinyNet.forward(self, x)
+
+
+def raising_net(num_classes: int = 10, in_channels: int = 1) -> RaisingNet:
+    return RaisingNet(num_classes, in_channels)

@@ -1,0 +1,125 @@
+"""Bad input, as a table: one line naming the problem, exit code 2, no traceback, nothing launched.
+
+Every case runs the real CLI with Ray's entry point replaced by a tripwire: an error
+the driver can find before starting Ray must be found before it. (The unreachable
+--address case is the one error that needs a connection attempt; it runs in a fresh
+process.)
+"""
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import pdsearch.searching
+from conftest import tiny_config
+from pdsearch.cli import main
+
+
+def config(tmp_path, text: str | None = None, **sections) -> str:
+    """A config file: ``text`` as is, or the tiny search with ``sections`` merged in."""
+    path = tmp_path / "search.yaml"
+    if text is None:
+        data = tiny_config().model_dump(mode="json", by_alias=True)
+        for section, values in sections.items():
+            data[section] = {**data[section], **values} if isinstance(values, dict) else values
+        text = yaml.safe_dump(data)
+    path.write_text(text)
+    return str(path)
+
+
+def search(tmp_path, text=None, **sections) -> list[str]:
+    return ["search", config(tmp_path, text, **sections), "--run-dir", str(tmp_path / "run")]
+
+
+def other_architecture_checkpoint(tmp_path) -> list[str]:
+    from pdsearch.models import build_model
+
+    path = tmp_path / "resnet20.pt"
+    torch.save(build_model("resnet20", num_classes=10).state_dict(), path)
+    return search(tmp_path, baseline={"checkpoint": str(path)})
+
+
+def unwritable_run_dir(tmp_path) -> list[str]:
+    (tmp_path / "a_file").write_text("")  # root can write anywhere, but not below a file
+    return ["search", config(tmp_path), "--run-dir", str(tmp_path / "a_file" / "run")]
+
+
+CASES = {
+    # the YAML itself
+    "empty YAML": (lambda t: search(t, ""), "the configuration is empty"),
+    "malformed YAML": (lambda t: search(t, "name: [unclosed"), "malformed YAML at line"),
+    "YAML list, not a mapping": (lambda t: search(t, "- a\n- b"), "expected a mapping"),
+    "missing config file": (lambda t: ["search", str(t / "nope.yaml")], "config file not found"),
+    "unknown top-level key": (lambda t: search(t, "colour: blue"), "colour: unknown key"),
+    "unknown key in a section": (lambda t: search(t, data={"size": 3}), "data.size: unknown key"),
+    # types and ranges
+    "wrong type": (lambda t: search(t, data={"input_size": "big"}), "data.input_size: Input should be a valid integer"),
+    "non-integer epochs": (lambda t: search(t, finetune={"epochs": 2.5}), "finetune.epochs"),
+    "GPR above 100": (lambda t: search(t, space={"gpr": {"low": 10, "high": 100}}), "GPR range must lie in [0, 100)"),
+    "GPR range reversed": (lambda t: search(t, space={"gpr": {"low": 50, "high": 10}}), "must not exceed high"),
+    "empty PD list": (lambda t: search(t, space={"pd": []}), "the PD list is empty"),
+    "zero trials": (lambda t: search(t, search={"num_trials": 0}), "search.num_trials"),
+    "--num-trials not a number": (lambda t: search(t) + ["--num-trials", "many"], "invalid int value"),
+    "negative GPU request": (lambda t: search(t, resources={"gpu": -1}), "resources.gpu"),
+    # unknown names
+    "unknown PD": (lambda t: search(t, space={"pd": [1, 7]}), "unknown pruning distribution"),
+    "unknown criterion": (lambda t: search(t, space={"criteria": ["l1", "magic"]}), "unknown criterion 'magic'"),
+    "unknown sampler": (lambda t: search(t, search={"sampler": "annealing"}), "search.sampler: Input should be"),
+    "unknown objective": (lambda t: search(t, search={"objectives": ["accuracy", "latency"]}), "search.objectives.1"),
+    "unknown dataset": (lambda t: search(t, data={"dataset": "mnist"}), "data.dataset: Input should be"),
+    "unknown model": (lambda t: search(t, model={"name": "resnet999", "kwargs": {}}), "unknown model 'resnet999'"),
+    # impossible requests
+    "impossible constraint": (lambda t: search(t, search={"constraints": {"min_flops_reduction": 120}}),
+                              "search.constraints.min_flops_reduction"),
+    "grid over a continuous GPR": (lambda t: search(t, space={"gpr": {"low": 10, "high": 50}}, search={"sampler": "grid"}),
+                                   "grid needs a step for gpr"),
+    "rate reaching 100% in FlexiPrune mode": (
+        lambda t: search(t, model={"name": "vgg16", "kwargs": {}}, data={"input_size": 32},
+                         space={"mode": "flexiprune", "gpr": {"values": [90]}, "pd": [3]}), "use a GPR below"),
+    # files and folders
+    "missing data directory": (lambda t: search(t, data={"dataset": "imagefolder", "root": str(t / "nowhere")}),
+                               "image folder not found"),
+    "missing CIFAR folder": (lambda t: search(t, data={"dataset": "cifar10", "root": str(t / "nowhere")}),
+                             "cifar10 not found under"),
+    "missing checkpoint": (lambda t: search(t, baseline={"checkpoint": str(t / "nope.pt")}), "baseline checkpoint not found"),
+    "checkpoint of another architecture": (other_architecture_checkpoint, "does not fit model"),
+    "unprunable model": (lambda t: search(t, model={"name": "shufflenet_v2_x0_5", "kwargs": {}}, data={"input_size": 32}),
+                         "cannot be pruned structurally"),
+    "unwritable run directory": (unwritable_run_dir, "is not writable"),
+    # verbs on something that is not a run
+    "resume of a non-run": (lambda t: ["resume", str(t)], "not a pdsearch run directory"),
+    "report of a non-run": (lambda t: ["report", str(t)], "not a pdsearch run directory"),
+    "select of a non-run": (lambda t: ["select", str(t)], "not a pdsearch run directory"),
+    "unknown subcommand": (lambda t: ["prune", str(t)], "invalid choice"),
+}
+
+
+@pytest.fixture
+def ray_tripwire(monkeypatch):
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started although the error could be found before")
+
+    monkeypatch.setattr(pdsearch.searching, "connect", started)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_exit_2_before_ray(case, tmp_path, capsys, ray_tripwire):
+    make_argv, message = CASES[case]
+    code = main(make_argv(tmp_path))
+    out, err = capsys.readouterr()
+    assert code == 2, (case, err)
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert "Traceback" not in err + out
+    assert not (tmp_path / "run").exists()  # nothing written, nothing to clean up
+
+
+def test_unreachable_address_is_one_line_exit_2(tmp_path):
+    """The only error found by trying: connecting to a cluster that is not there."""
+    argv = [sys.executable, "-m", "pdsearch", *search(tmp_path), "--address", "127.0.0.1:1"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2, out.stderr[-2000:]
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "cannot connect to Ray at '127.0.0.1:1'" in err[0]
+    assert not (tmp_path / "run").exists()
