@@ -7,10 +7,12 @@ one metric and would feed immature values to a multi-objective study.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,7 @@ class TrialRecorder(tune.Callback):
 
     def _record(self, trial, status: str | None = None, reason: str = "") -> None:
         reported = {k: v for k, v in trial.last_result.items() if k not in TUNE_FIELDS}
-        row = {"trial_id": trial.trial_id, **trial.config, **reported}
+        row = {"trial_id": trial.trial_id, **trial.config, **reported, "retries": trial.run_metadata.num_failures}
         if status:
             row.update(status=status, failure_reason=reason)
         self.rows[trial.trial_id] = row
@@ -264,15 +266,33 @@ def probe_address(address: str | None) -> None:
         raise PdsearchError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def connect(address: str | None) -> bool:
     """Start or join Ray; True if this call started it (and so should stop it)."""
     if ray.is_initialized():
         return False
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 configure_logging=True, runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
+        with _native_stderr_silenced():  # Ray's C++ client prints a warning per failed retry
+            ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=True, runtime_env={"env_vars": {"PYTHONWARNINGS": "ignore"}})
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise PdsearchError(f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0]}") from None
+        message = f"cannot connect to Ray at {address!r}: {str(exc).splitlines()[0]}"
+        if "token" in f"{exc} {exc.__cause__}".lower():
+            message += ("; the cluster uses token authentication: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                        "(or put the token in ~/.ray/auth_token)")
+        raise PdsearchError(message) from None
     return True
 
 

@@ -1,0 +1,62 @@
+"""A search on a simulated multi-node cluster (ray.cluster_utils.Cluster), run as its own process.
+
+    python cluster_harness.py RUN_DIR spread   # 3 nodes, 2 with a declared GPU
+    python cluster_harness.py RUN_DIR kill     # same, and a GPU worker node dies mid-search
+
+Prints one JSON line: the trials' nodes and statuses.
+"""
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+
+from conftest import tiny_config  # noqa: E402
+from pdsearch.searching import run_search  # noqa: E402
+
+
+def kill_a_worker_mid_search(cluster: Cluster, victim, run_dir: Path, killed: dict) -> None:
+    """Once a trial has finished and others run, remove a GPU node hard; the other carries on."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        csv = run_dir / "trials.csv"
+        if csv.exists() and len(csv.read_text().splitlines()) >= 2:
+            killed["node_id"] = victim.node_id
+            cluster.remove_node(victim, allow_graceful=False)
+            return
+        time.sleep(0.1)
+
+
+def main() -> None:
+    run_dir, mode = Path(sys.argv[1]), sys.argv[2]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    # each trial asks for a GPU, so trials can only run on the two GPU worker nodes
+    cfg = tiny_config(search={"num_trials": 6, "population_size": 4, "max_failures": 3},
+                      finetune={"epochs": 3, "lr": 0.02}, resources={"cpu": 1, "gpu": 1})
+    killed: dict = {}
+    if mode == "kill":
+        threading.Thread(target=kill_a_worker_mid_search, args=(cluster, workers[0], run_dir, killed), daemon=True).start()
+    result = run_search(cfg, run_dir)
+    trials = result["trials"]
+    print(json.dumps({
+        "trials": len(trials), "statuses": sorted(trials["status"].unique()), "ids_unique": bool(trials["trial_id"].is_unique),
+        "nodes": sorted(trials["node_id"].unique()), "gpu_nodes": [w.node_id for w in workers],
+        "head": cluster.head_node.node_id, "killed": killed.get("node_id"), "front": len(result["pareto"]),
+        "retries": int(trials["retries"].sum()),
+    }))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
