@@ -322,7 +322,7 @@ def _reporter() -> tune.ProgressReporter:
     )
 
 
-def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model: dict[str, Any]) -> None:
+def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any]) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -333,7 +333,7 @@ def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model: dict[str, Any]) ->
     if (run_dir / TRIALS_CSV).exists():
         raise PdsearchError(f"run directory {run_dir} already holds a search: choose a new --run-dir")
     (run_dir / CONFIG_YAML).write_text(cfg.to_yaml())
-    (run_dir / MODEL_JSON).write_text(json.dumps(model, indent=2))
+    (run_dir / MODEL_JSON).write_text(json.dumps(model_info, indent=2))
 
 
 def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
@@ -353,14 +353,14 @@ def tune_path(cfg: SearchConfig, run_dir: Path) -> str:
 
 def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
     run_dir = run_dir.resolve()
-    model = preflight(cfg)
+    model_info = preflight(cfg)
     experiment = f"{tune_path(cfg, run_dir).rstrip('/')}/{cfg.name}"
     if resume and not tune.Tuner.can_restore(experiment):
         raise PdsearchError(f"{run_dir} has no Ray Tune state to resume at {experiment} "
                             "(the search stopped before its first checkpoint): start a new search")
     probe_address(address)
     if not resume:
-        _prepare_run_dir(cfg, run_dir, model)
+        _prepare_run_dir(cfg, run_dir, model_info)
     started = connect(address)
     try:
         start = time.time()

@@ -40,9 +40,10 @@ def main() -> None:
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
-    # each trial asks for a GPU, so trials can only run on the two GPU worker nodes
+    # Each trial asks for a GPU, so trials can only run on the two GPU worker nodes. They last
+    # ~4 s (slow_net sleeps in training) so a node whose actor starts late still gets trials.
     cfg = tiny_config(search={"num_trials": 6, "population_size": 4, "max_failures": 3},
-                      finetune={"epochs": 3, "lr": 0.02}, resources={"cpu": 1, "gpu": 1})
+                      model={"name": "user_models:slow_net", "kwargs": {}}, resources={"cpu": 1, "gpu": 1})
     killed: dict = {}
     if mode == "kill":
         threading.Thread(target=kill_a_worker_mid_search, args=(cluster, workers[0], run_dir, killed), daemon=True).start()

@@ -1,4 +1,4 @@
-"""The Optuna study in a real PostgreSQL server (Debian's package, started here on loopback)."""
+"""The Optuna study in a real PostgreSQL server (Debian's package, started here on loopback), Tune elsewhere."""
 import glob
 import os
 import shutil
@@ -54,9 +54,12 @@ def postgres_url():
 def test_search_with_the_study_in_postgres(ray_session, postgres_url, tmp_path):
     from pdsearch.searching import run_search
 
-    cfg = tiny_config(search={"num_trials": 6, "population_size": 4, "storage": postgres_url, "study_name": "pg-run"})
+    shared = tmp_path / "shared"  # stands for an NFS mount or s3:// bucket that Ray Tune writes to
+    cfg = tiny_config(search={"num_trials": 6, "population_size": 4, "storage": postgres_url, "study_name": "pg-run",
+                              "tune_storage": str(shared)})
     result = run_search(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "study.db").exists()  # the study lives in the database
+    assert list((shared / cfg.name).glob("experiment_state-*.json")) and not (tmp_path / "run" / "tune").exists()
     # plain Optuna reads the front back from PostgreSQL
     study = optuna.load_study(study_name="pg-run", storage=postgres_url)
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE,

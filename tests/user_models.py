@@ -1,4 +1,6 @@
 """A user's own model, importable as 'user_models:tiny_net' (tests/ is on sys.path)."""
+import time
+
 from torch import nn
 
 
@@ -51,3 +53,16 @@ class RaisingNet(FragileNet):
 
 def raising_net(num_classes: int = 10, in_channels: int = 1) -> RaisingNet:
     return RaisingNet(num_classes, in_channels)
+
+
+class SlowNet(FragileNet):
+    """Once pruned, sleeps 0.2 s per training step: trials last seconds without using the CPU."""
+
+    def forward(self, x):
+        if self.training and self.body[0].out_channels < 8:
+            time.sleep(0.2)
+        return TinyNet.forward(self, x)
+
+
+def slow_net(num_classes: int = 10, in_channels: int = 1) -> SlowNet:
+    return SlowNet(num_classes, in_channels)
