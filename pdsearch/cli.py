@@ -23,14 +23,9 @@ def _numbers(text: str) -> list[float]:
     return [int(v) if v.is_integer() else v for v in values]
 
 
-def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3f}{unit}"
-    return f"{n:.0f}"
-
-
 def _print_plan(p) -> None:
+    from pdsearch.cost import human_count
+
     pol = p.policy
     shape = pol.pd or f"slope {pol.slope:+.2f} curvature {pol.curvature:+.2f}"
     how = "FlexiPrune tables" if pol.mode == "flexiprune" else f"calibrated on {pol.target}"
@@ -41,7 +36,7 @@ def _print_plan(p) -> None:
               f"{layer['channels']:>9} {layer['kept']:>6}")
     print(f"FlexiPrune list_pruning: {p.flexiprune_list}")
     for label, c in (("FLOPs", p.flops), ("params", p.params)):
-        print(f"{label:<7} {_human(c['base'])} -> {_human(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
+        print(f"{label:<7} {human_count(c['base'])} -> {human_count(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

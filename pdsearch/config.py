@@ -163,6 +163,14 @@ class SpaceConfig(_Section):
         return self
 
 
+# Optuna constraint name -> (config field, label, trial metric, unit, sense)
+CONSTRAINTS = {
+    "acc_drop": ("max_acc_drop", "acc drop", "acc_drop", " pts", "<="),
+    "flops_reduction": ("min_flops_reduction", "FLOPs reduction", "flops_reduction_pct", "%", ">="),
+    "params_reduction": ("min_params_reduction", "params reduction", "params_reduction_pct", "%", ">="),
+}
+
+
 class Constraints(_Section):
     max_acc_drop: Optional[float] = Field(None, ge=0, description="points of validation accuracy")
     min_flops_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
@@ -171,19 +179,17 @@ class Constraints(_Section):
     def violations(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points."""
         values = {}
-        if self.max_acc_drop is not None:
-            values["acc_drop"] = float(metrics["acc_drop"]) - self.max_acc_drop
-        if self.min_flops_reduction is not None:
-            values["flops_reduction"] = self.min_flops_reduction - float(metrics["flops_reduction_pct"])
-        if self.min_params_reduction is not None:
-            values["params_reduction"] = self.min_params_reduction - float(metrics["params_reduction_pct"])
+        for name, (field, _, metric, _, sense) in CONSTRAINTS.items():
+            limit = getattr(self, field)
+            if limit is not None:
+                value = float(metrics[metric])
+                values[name] = value - limit if sense == "<=" else limit - value
         return values
 
     def describe(self) -> str:
-        parts = [f"acc drop <= {self.max_acc_drop:g} pts" if self.max_acc_drop is not None else "",
-                 f"FLOPs reduction >= {self.min_flops_reduction:g}%" if self.min_flops_reduction is not None else "",
-                 f"params reduction >= {self.min_params_reduction:g}%" if self.min_params_reduction is not None else ""]
-        return ", ".join(p for p in parts if p) or "no constraints"
+        parts = [f"{label} {sense} {getattr(self, field):g}{unit}"
+                 for field, label, _, unit, sense in CONSTRAINTS.values() if getattr(self, field) is not None]
+        return ", ".join(parts) or "no constraints"
 
 
 class SearchSettings(_Section):

@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pdsearch.cost import count_unit, human_count
 from pdsearch.errors import PdsearchError
 from pdsearch.rundir import Run, hypervolume, load_run
 
@@ -93,10 +94,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
 
 
 def _human(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
+    return human_count(n, digits=2)
 
 
 def _with_std(frame: pd.DataFrame, column: str, repeats: int) -> pd.Series:
@@ -131,9 +129,14 @@ def _gpr_bins(run: Run) -> pd.Series:
     return (gpr / 10).round() * 10
 
 
-def best_per_pd(run: Run) -> pd.DataFrame:
+def _best_per_gpr_and_pd(run: Run) -> pd.DataFrame:
+    """The most accurate completed trial of each PD at each (binned) GPR."""
     done = run.completed.assign(gpr_bin=_gpr_bins(run))
-    best = done.loc[done.groupby(["gpr_bin", "pd"])["accuracy"].idxmax()]
+    return done.loc[done.groupby(["gpr_bin", "pd"])["accuracy"].idxmax()].sort_values("gpr_bin")
+
+
+def best_per_pd(run: Run) -> pd.DataFrame:
+    best = _best_per_gpr_and_pd(run)
     best = best.assign(cell=best["accuracy"].map("{:.2f}".format) + " (−" + best["flops_reduction_pct"].map("{:.0f}".format) + "%)")
     table = best.pivot(index="gpr_bin", columns="pd", values="cell").fillna("")
     table.index = [f"{g:g}" for g in table.index]
@@ -194,14 +197,15 @@ def _legend_or_bar(fig: Figure, ax, key: list[Line2D] | ScalarMappable, extra: l
 
 def _tradeoff(run: Run, front: pd.DataFrame, cost: str) -> Figure:
     done = run.completed
-    scale, unit = (1e9, "G") if run.model[cost] >= 1e9 else (1e6, "M") if run.model[cost] >= 1e6 else (1e3, "K")
+    unit, scale = count_unit(run.model[cost])
     colours, key = _colouring(done)
+    colours = np.asarray(colours)
     on_front = done.index.isin(front.index)
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
     x = done[cost] / scale
-    ax.scatter(x[~on_front], done["accuracy"][~on_front], c=[c for c, f in zip(colours, on_front) if not f], s=24, alpha=0.3)
-    ax.scatter(x[on_front], done["accuracy"][on_front], c=[c for c, f in zip(colours, on_front) if f], s=70,
+    ax.scatter(x[~on_front], done["accuracy"][~on_front], c=colours[~on_front], s=24, alpha=0.3)
+    ax.scatter(x[on_front], done["accuracy"][on_front], c=colours[on_front], s=70,
                edgecolors="black", linewidths=0.9, zorder=3)
     if run.cfg.space.repeats > 1:
         ax.errorbar(x[on_front], done["accuracy"][on_front], yerr=done["accuracy_std"][on_front], fmt="none",
@@ -215,14 +219,14 @@ def _tradeoff(run: Run, front: pd.DataFrame, cost: str) -> Figure:
         ax.scatter([run.model[cost] / scale], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
         extra.append(Line2D([], [], ls="", marker="*", ms=10, color="black", label="baseline"))
     name = "FLOPs" if cost == "flops" else "parameters"
-    ax.set(xlabel=f"{name} ({unit})", ylabel="validation accuracy (%)", title=f"{run.cfg.name}: accuracy vs {name}")
+    ax.set(xlabel=f"{name} ({unit or 'count'})", ylabel="validation accuracy (%)", title=f"{run.cfg.name}: accuracy vs {name}")
     ax.grid(alpha=0.3)
     _legend_or_bar(fig, ax, key, extra)
     return fig
 
 
 def _accuracy_vs_gpr(run: Run) -> Figure:
-    done = run.completed.assign(gpr_bin=_gpr_bins(run))
+    done = run.completed
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
     colours, key = _colouring(done)
@@ -230,8 +234,7 @@ def _accuracy_vs_gpr(run: Run) -> Figure:
         ax.scatter(done["gpr"], done["accuracy"], c=colours, s=30)
     else:
         palette = {h.get_label(): h.get_color() for h in key}
-        for pd_label, group in done.groupby("pd"):
-            best = group.loc[group.groupby("gpr_bin")["accuracy"].idxmax()].sort_values("gpr_bin")
+        for pd_label, best in _best_per_gpr_and_pd(run).groupby("pd"):
             yerr = best["accuracy_std"] if run.cfg.space.repeats > 1 else None
             ax.errorbar(best["gpr_bin"], best["accuracy"], yerr=yerr, marker="o", ms=5, capsize=3,
                         color=palette[str(pd_label)], label=str(pd_label))

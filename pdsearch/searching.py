@@ -60,6 +60,7 @@ class PolicySearcher(OptunaSearch):
         self._policies: dict[str, str] = {}  # policy key -> Tune trial id that runs it
         self._results: dict[str, tuple[list[float], dict[str, float]]] = {}  # policy key -> values, constraints
         self._resumed = False
+        self._budget = trial_budget(cfg)
 
     @staticmethod
     def _key(params: dict[str, Any]) -> str:
@@ -71,7 +72,7 @@ class PolicySearcher(OptunaSearch):
         A repeat of a finished policy (trials are deterministic given policy and seed) is
         told to Optuna with the known result, so the sampler learns from it at no cost.
         """
-        if len(self._policies) >= trial_budget(self._cfg):  # after a resume, the study may hold more than Tune knows
+        if len(self._policies) >= self._budget:  # after a resume, the study may hold more than Tune knows
             return Searcher.FINISHED
         for _ in range(self.MAX_REDRAWS):
             params = super().suggest(trial_id)

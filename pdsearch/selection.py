@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pdsearch.config import OBJECTIVES, Constraints, SearchConfig, override_constraints
+from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, SearchConfig, override_constraints
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
 from pdsearch.planning import Plan, Planner
 from pdsearch.policy import PD_SHAPES, Policy
@@ -116,7 +116,7 @@ def pick(front: pd.DataFrame, prefer: str, objectives: list[str]) -> tuple[pd.Se
     for objective in objectives:
         values = front[objective].astype(float) * (1 if OBJECTIVES[objective] == "max" else -1)
         span = values.max() - values.min()
-        scaled.append((values - values.min()) / span if span > 0 else values * 0 + 1)
+        scaled.append((values - values.min()) / span if span > 0 else pd.Series(1.0, index=values.index))
     distance = np.sqrt(sum((1 - s) ** 2 for s in scaled))
     order = pd.DataFrame({"d": distance.round(9), "acc": -front["accuracy"]}, index=front.index).sort_values(["d", "acc"])
     best = order.index[0]
@@ -127,13 +127,14 @@ def pick(front: pd.DataFrame, prefer: str, objectives: list[str]) -> tuple[pd.Se
 
 def closest_miss(trials: pd.DataFrame, constraints: Constraints) -> str:
     """The completed policy that misses the constraints by the fewest points, and by how much."""
-    labels = {"acc_drop": ("acc drop", "acc_drop", " pts"), "flops_reduction": ("FLOPs reduction", "flops_reduction_pct", "%"),
-              "params_reduction": ("params reduction", "params_reduction_pct", "%")}
     misses = [(sum(max(0.0, v) for v in constraints.violations(row).values()), i) for i, row in trials.iterrows()]
     _, best = min(misses)
     row = trials.loc[best]
-    parts = [f"{labels[name][0]} by {v:.2f} points ({row[labels[name][1]]:.2f}{labels[name][2]})"
-             for name, v in constraints.violations(row).items() if v > 0]
+    parts = []
+    for name, v in constraints.violations(row).items():
+        _, label, metric, unit, _ = CONSTRAINTS[name]
+        if v > 0:
+            parts.append(f"{label} by {v:.2f} points ({row[metric]:.2f}{unit})")
     return (f"no completed policy meets {constraints.describe()}; the closest is GPR {row['gpr']:g} {row['pd']} "
             f"{row['criterion']} (trial {row['trial_id']}), which misses {' and '.join(parts)}")
 
@@ -212,12 +213,10 @@ def describe(selection: Selection) -> str:
     row, c = selection.trial, selection.constraints
     lines = [f"selected: GPR {row['gpr']:g}% {row['pd']} criterion {row['criterion']} (trial {row['trial_id']})",
              f"  why: {selection.reason}"]
-    checks = [("acc drop", row["acc_drop"], "<=", c.max_acc_drop, " pts"),
-              ("FLOPs reduction", row["flops_reduction_pct"], ">=", c.min_flops_reduction, "%"),
-              ("params reduction", row["params_reduction_pct"], ">=", c.min_params_reduction, "%")]
-    for name, value, op, limit, unit in checks:
-        bound = f" (constraint {op} {limit:g}{unit})" if limit is not None else " (no constraint)"
-        lines.append(f"  {name}: {value:.2f}{unit}{bound}")
+    for field, label, metric, unit, sense in CONSTRAINTS.values():
+        limit = getattr(c, field)
+        bound = f" (constraint {sense} {limit:g}{unit})" if limit is not None else " (no constraint)"
+        lines.append(f"  {label}: {row[metric]:.2f}{unit}{bound}")
     lines.append(f"  val accuracy {row['accuracy']:.2f}%, test {row['test_accuracy']:.2f}%; "
                  f"FLOPs {int(row['flops']):,}, params {int(row['params']):,}")
     lines.append(f"written: {selection.path}")

@@ -42,3 +42,14 @@ def count_cost(model: nn.Module, example_input: torch.Tensor) -> Cost:
         flops_by_layer={k: int(v) for k, v in flops_by_module.items()},
         params_by_layer={k: int(v) for k, v in params_by_module.items()},
     )
+
+
+def count_unit(n: float) -> tuple[str, float]:
+    """The unit (G, M, K or none) that shows ``n`` with a short mantissa."""
+    return next(((unit, scale) for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)) if abs(n) >= scale), ("", 1.0))
+
+
+def human_count(n: float, digits: int = 3) -> str:
+    """4089184256 -> '4.089G'."""
+    unit, scale = count_unit(n)
+    return f"{n / scale:.{digits}f}{unit}" if unit else f"{n:.0f}"
