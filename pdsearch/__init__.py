@@ -20,6 +20,7 @@ _LAZY = {
     "resume": "pdsearch.searching",
     "report": "pdsearch.reporting",
     "select": "pdsearch.selection",
+    "sensitivity": "pdsearch.profiling",
 }
 
 __all__ = ["NoFeasiblePolicy", "PdsearchError", *_LAZY]

@@ -28,8 +28,9 @@ def _print_plan(p) -> None:
 
     pol = p.policy
     shape = pol.pd or f"slope {pol.slope:+.2f} curvature {pol.curvature:+.2f}"
-    how = "FlexiPrune tables" if pol.mode == "flexiprune" else f"calibrated on {pol.target}"
-    print(f"{p.model}: GPR {pol.gpr:g}%, {shape}, {how}, criterion {pol.criterion}")
+    how = f"allocator {pol.allocator.name}" + (f", calibrated on {pol.target}" if pol.budget is None and pol.mode == "calibrated" else "")
+    amount = pol.amount + (f" (homogeneous equivalent: GPR {p.gpr:.2f}%)" if pol.budget is not None else "")
+    print(f"{p.model}: {amount}, {shape}, {how}, criterion {pol.criterion}")
     print(f"{'#':>3}  {'layer':<36} {'pos':>5} {'rate':>7} {'channels':>9} {'kept':>6}")
     for i, layer in enumerate(p.layers):
         print(f"{i:>3}  {layer['name']:<36} {layer['position']:>5.2f} {layer['rate']:>7.2%} "
@@ -39,33 +40,47 @@ def _print_plan(p) -> None:
         print(f"{label:<7} {human_count(c['base'])} -> {human_count(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
 
 
+def _amount_flags(args: argparse.Namespace) -> dict:
+    """--gpr, or a budget: --flops-reduction / --params-reduction (percent)."""
+    from pdsearch.planning import amount_fields
+
+    return amount_fields(args.gpr, args.flops_reduction, args.params_reduction)
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from pdsearch.planning import Planner
+    from pdsearch.planning import Planner, grid_amounts
     from pdsearch.policy import Policy, normalize_pd
 
     fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate)
     if args.grid:  # validate every grid point before the (slow) model analysis
         pds = [normalize_pd(p) for p in args.pds.split(",")]
-        for gpr in args.gprs:
-            Policy(gpr=gpr, pd=pds[0], **fields)
-    elif args.gpr is None:
-        raise PdsearchError("plan needs --gpr (or --grid)")
+        amounts = grid_amounts(args.gprs if args.flops_reductions is None and args.params_reductions is None else None,
+                           args.flops_reductions, args.params_reductions)
+        for amount in amounts:
+            Policy(pd=pds[0], **amount, **fields)
     else:
-        policy = Policy(gpr=args.gpr, pd=args.pd, **fields)
+        amount = _amount_flags(args)
+        if amount.get("gpr") is None and "budget" not in amount:
+            raise PdsearchError("plan needs --gpr, --flops-reduction or --params-reduction (or --grid)")
+        policy = Policy(pd=args.pd, **amount, **fields)
+        if policy.allocator.needs != "structure":
+            raise PdsearchError(f"pd {policy.pd} is measured on trained weights and data: use it in a search "
+                                "(plan takes PD1-PD5 and shapes)")
     planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size)
     if args.grid:
-        table = planner.grid(args.gprs, pds, **fields)
+        table = planner.grid(**_grid_amount(args), pds=pds, **fields)
         if args.csv:
             table.to_csv(args.csv, index=False)
         if args.json:
             print(table.to_json(orient="records"))
         else:
+            rows = "budget" if "budget" in table.columns else "gpr"
             for metric in ("flops_reduction_pct", "params_reduction_pct"):
-                print(f"{metric} by GPR (rows) x PD (columns)")
-                print(table.pivot(index="gpr", columns="pd", values=metric).to_string(float_format="%.2f"))
+                print(f"{metric} by {rows.upper() if rows == 'gpr' else 'budget %'} (rows) x PD (columns)")
+                print(table.pivot(index=rows, columns="pd", values=metric).to_string(float_format="%.2f"))
             failed = table[table["error"] != ""]
             for _, row in failed.iterrows():
-                print(f"GPR {row['gpr']} {row['pd']}: {row['error']}")
+                print(f"{rows} {row[rows]:g} {row['pd']}: {row['error']}")
         return 0
     p = planner.plan(policy)
     if args.json:
@@ -73,6 +88,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         _print_plan(p)
     return 0
+
+
+def _grid_amount(args: argparse.Namespace) -> dict:
+    if args.flops_reductions is not None or args.params_reductions is not None:
+        return {"gprs": None, "flops_reductions": args.flops_reductions, "params_reductions": args.params_reductions}
+    return {"gprs": args.gprs}
 
 
 def _print_front(result: dict) -> None:
@@ -85,8 +106,8 @@ def _print_front(result: dict) -> None:
     if not len(front):
         print("Pareto front: empty (no completed trial meets the constraints)")
         return
-    cols = ["gpr", "pd", "criterion", "accuracy", "acc_drop", "test_accuracy", "flops_reduction_pct", "params_reduction_pct"]
-    table = front[[c for c in cols if c in front.columns]].rename(
+    cols = ["gpr", "budget", "pd", "criterion", "accuracy", "acc_drop", "test_accuracy", "flops_reduction_pct", "params_reduction_pct"]
+    table = front[[c for c in cols if c in front.columns and (front[c] != "").any()]].rename(
         columns={"flops_reduction_pct": "flops_red_%", "params_reduction_pct": "params_red_%"})
     print(f"Pareto front ({len(front)} policies, val accuracy vs FLOPs vs params):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
@@ -106,6 +127,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from pdsearch.searching import resume
 
     _print_front(resume(args.run_dir, address=args.address))
+    return 0
+
+
+def _cmd_sensitivity(args: argparse.Namespace) -> int:
+    from pdsearch.profiling import describe, sensitivity
+
+    print(describe(sensitivity(args.run_dir)))
     return 0
 
 
@@ -140,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--gpr", type=float, help="global pruning rate in percent, [0, 100)")
+    p.add_argument("--flops-reduction", type=float, metavar="PCT", help="a FLOPs budget instead of a GPR (percent removed)")
+    p.add_argument("--params-reduction", type=float, metavar="PCT", help="a params budget instead of a GPR (percent removed)")
     p.add_argument("--pd", default="PD1", help="PD1-PD5 or a name such as bottom-up")
     p.add_argument("--mode", default="calibrated", help="calibrated (any CNN) or flexiprune (AlexNet/VGG tables)")
     p.add_argument("--criterion", default="l1")
@@ -147,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rate", type=float, default=0.9, help="per-layer rate cap (fraction)")
     p.add_argument("--grid", action="store_true", help="plan every GPR x PD")
     p.add_argument("--gprs", type=_numbers, default=list(range(10, 100, 10)))
+    p.add_argument("--flops-reductions", type=_numbers, metavar="LIST", help="grid over FLOPs budgets, e.g. 30,50,70")
+    p.add_argument("--params-reductions", type=_numbers, metavar="LIST", help="grid over params budgets")
     p.add_argument("--pds", default="1,2,3,4,5")
     p.add_argument("--csv", help="write the grid to this CSV file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -163,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("run_dir")
     m.add_argument("--address", help="Ray cluster address; default: start Ray locally")
     m.set_defaults(func=_cmd_resume)
+
+    v = sub.add_parser("sensitivity", help="the baseline's sensitivity profile (measured if missing): sensitivity.csv and .png")
+    v.add_argument("run_dir")
+    v.set_defaults(func=_cmd_sensitivity)
 
     source = dict(choices=["auto", "csv", "study"], default="auto",
                   help="read trials from trials.csv or the Optuna study (auto: trials.csv if present)")

@@ -14,7 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.policy import CRITERIA, PD_SHAPES, normalize_pd
+from pdsearch.policy import ALLOCATORS
+from pdsearch.policy.allocators import Settings
+from pdsearch.policy.policy import CRITERIA, PD_SHAPES, modes, normalize_pd
+from pdsearch.ranges import Range
 
 OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
 
@@ -63,58 +66,64 @@ class BaselineConfig(TrainConfig):
     lr: float = Field(0.05, gt=0, le=10)
 
 
-class Range(_Section):
-    """``{low, high[, step]}`` or an explicit ``{values: [...]}``."""
-
-    low: Optional[float] = None
-    high: Optional[float] = None
-    step: Optional[float] = None
-    values_: Optional[list[float]] = Field(None, alias="values")
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "Range":
-        if self.values_ is not None:
-            if not self.values_:
-                raise ValueError("the values list is empty")
-            if (self.low, self.high) not in ((None, None), (min(self.values_), max(self.values_))):
-                raise ValueError("give either a values list or low/high, not both")
-            object.__setattr__(self, "low", min(self.values_))
-            object.__setattr__(self, "high", max(self.values_))
-            return self
-        if self.low is None or self.high is None:
-            raise ValueError("needs low and high (or values)")
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.step is not None and self.step <= 0:
-            raise ValueError("step must be positive")
-        return self
-
-    def values(self) -> list[float]:
-        """The grid points: the explicit values, or low..high by step ([] without a step)."""
-        if self.values_ is not None:
-            return sorted(self.values_)
-        if self.step is None:
-            return []
-        n = int(round((self.high - self.low) / self.step))
-        return [round(self.low + i * self.step, 10) for i in range(n + 1)]
-
-
 class ShapeConfig(_Section):
     slope: Range = Range(low=-1.0, high=1.0)
     curvature: Range = Range(low=-1.0, high=1.0)
 
 
+class BudgetConfig(_Section):
+    """A FLOPs or params reduction to meet (percent), instead of a GPR (ACRA's budget mode)."""
+
+    flops_reduction: Optional[Range] = None
+    params_reduction: Optional[Range] = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "BudgetConfig":
+        given = [r for r in (self.flops_reduction, self.params_reduction) if r is not None]
+        if len(given) != 1:
+            raise ValueError("give flops_reduction or params_reduction (one of them)")
+        if given[0].low <= 0 or given[0].high >= 100:
+            raise ValueError(f"a budget must lie in (0, 100) percent, got [{given[0].low:g}, {given[0].high:g}]")
+        return self
+
+    @property
+    def metric(self) -> str:
+        return "flops" if self.flops_reduction is not None else "params"
+
+    @property
+    def range(self) -> Range:
+        return self.flops_reduction or self.params_reduction
+
+
+def _criteria(value: list[str], what: str) -> list[str]:
+    if not value:
+        raise ValueError(f"the {what} is empty")
+    for c in value:
+        if c not in CRITERIA:
+            raise ValueError(f"unknown criterion {c!r}: use one of {', '.join(CRITERIA)}")
+    return value
+
+
 class SpaceConfig(_Section):
-    mode: Literal["calibrated", "flexiprune"] = "calibrated"
+    mode: str = "calibrated"  # who spreads PD1-PD5: calibrated shapes or flexiprune tables
     gpr: Range = Range(low=10, high=80, step=5)
-    pd: Optional[list[Union[int, str]]] = None  # default: PD1-PD5
+    budget: Optional[BudgetConfig] = None  # instead of gpr
+    pd: Optional[list[Union[int, str]]] = None  # default: PD1-PD5; also data-driven allocators (sensitivity, ...)
     shape: Optional[ShapeConfig] = None  # continuous shapes instead of named PDs
     criteria: list[str] = ["l1"]
+    criteria_pool: list[str] = ["l1", "l2", "fpgm", "cosine"]  # loss_aware picks one per group from these
+    allocators: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-allocator settings
     target: Literal["flops", "params", "mean"] = "flops"
     max_rate: float = Field(0.9, gt=0, lt=1)
     repeats: int = Field(1, ge=1, le=20)
     seeds: list[int] = [0]
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value):
+        if value not in modes():
+            raise ValueError(f"unknown mode {value!r}: use one of {', '.join(modes())}")
+        return value
 
     @field_validator("pd")
     @classmethod
@@ -124,19 +133,19 @@ class SpaceConfig(_Section):
         if not value:
             raise ValueError("the PD list is empty")
         try:
-            return [normalize_pd(v) for v in value]
+            return list(dict.fromkeys(normalize_pd(v) for v in value))
         except PdsearchError as exc:
             raise ValueError(str(exc)) from None
 
     @field_validator("criteria")
     @classmethod
     def _criteria(cls, value):
-        if not value:
-            raise ValueError("the criteria list is empty")
-        for c in value:
-            if c not in CRITERIA:
-                raise ValueError(f"unknown criterion {c!r}: use one of {', '.join(CRITERIA)}")
-        return value
+        return _criteria(value, "criteria list")
+
+    @field_validator("criteria_pool")
+    @classmethod
+    def _pool(cls, value):
+        return _criteria(value, "criteria pool") if value else value
 
     @field_validator("gpr")
     @classmethod
@@ -152,15 +161,47 @@ class SpaceConfig(_Section):
             raise ValueError("the seeds list is empty")
         return value
 
+    @field_validator("allocators")
+    @classmethod
+    def _allocators(cls, value):
+        for name in value:
+            if name not in ALLOCATORS:
+                raise ValueError(f"unknown allocator {name!r}: use one of {', '.join(ALLOCATORS)}")
+        return value
+
     @model_validator(mode="after")
-    def _pd_or_shape(self) -> "SpaceConfig":
+    def _consistent(self) -> "SpaceConfig":
         if self.pd is not None and self.shape is not None:
             raise ValueError("set either space.pd (named PDs) or space.shape (continuous shapes), not both")
         if self.pd is None and self.shape is None:
             object.__setattr__(self, "pd", list(PD_SHAPES))
         if self.mode == "flexiprune" and self.shape is not None:
             raise ValueError("flexiprune mode takes named PDs (space.pd), not space.shape")
+        if self.budget is not None and "gpr" in self.model_fields_set:
+            raise ValueError("set either space.gpr or space.budget, not both")
+        self.settings()  # each allocator in the space checks its own settings
         return self
+
+    @property
+    def amount(self) -> tuple[str, Range]:
+        """The searched amount: ('gpr', range) or ('budget', range)."""
+        return ("budget", self.budget.range) if self.budget is not None else ("gpr", self.gpr)
+
+    def allocators_used(self) -> list[str]:
+        """Registry names of the allocators this space can pick."""
+        return list(dict.fromkeys(ALLOCATORS[p].name if p in ALLOCATORS else self.mode for p in (self.pd or [None])))
+
+    def settings(self) -> dict[str, Settings]:
+        """Each allocator's validated settings, with the space-level keys it reads (criteria_pool)."""
+        return {name: self.settings_for(name) for name in self.allocators_used()}
+
+    def settings_for(self, name: str) -> Settings:
+        settings = ALLOCATORS[name].settings
+        given = {field: getattr(self, key) for field, key in settings.from_space.items()}
+        try:
+            return settings.model_validate({**given, **(self.allocators.get(name) or {})})
+        except ValidationError as exc:
+            raise ValueError(f"allocators.{name}.{_format_error(exc)}") from None
 
 
 # Optuna constraint name -> (config field, label, trial metric, unit, sense)

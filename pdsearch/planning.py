@@ -1,7 +1,7 @@
-"""Planning: a policy's per-layer rates and its cost, without pruning anything."""
+"""Planning: a policy's per-group rates (and criteria) and its cost, without pruning anything."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -11,7 +11,7 @@ from torch import nn
 from pdsearch.cost import CostModel
 from pdsearch.errors import PdsearchError
 from pdsearch.models import build_model
-from pdsearch.policy import Policy, architecture, calibrated_rates, flexiprune_rates
+from pdsearch.policy import Allocation, CostSpace, Policy, Problem, goal_of
 from pdsearch.pruning import ModelStructure, analyze
 
 
@@ -26,6 +26,10 @@ class Plan:
     layers: list[dict[str, Any]]
     flops: dict[str, float]
     params: dict[str, float]
+    gpr: float  # the policy's GPR, or for a budget the homogeneous GPR of the same cost
+    criteria: list[str] | None = None  # per group, where the allocator chose them
+    allocation_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rates(self) -> list[float]:
@@ -39,11 +43,14 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
-            "gpr": self.policy.gpr,
+            "gpr": self.gpr,
+            "budget": self.policy.budget,
+            "budget_metric": self.policy.budget_metric if self.policy.budget is not None else None,
             "pd": self.policy.pd,
             "mode": self.policy.mode,
             "policy": self.policy.to_dict(),
             "layers": self.layers,
+            "criteria": self.criteria,
             "flexiprune_list": self.flexiprune_list,
             "flops": self.flops,
             "params": self.params,
@@ -78,26 +85,57 @@ class Planner:
     def groups(self):
         return self.structure.groups
 
-    def rates(self, policy: Policy) -> np.ndarray:
-        if policy.mode == "flexiprune":
-            arch = architecture([g.kind for g in self.groups])
-            return np.array(flexiprune_rates(arch, policy.pd, policy.gpr))
-        positions = np.array([g.position for g in self.groups])
-        solved = calibrated_rates(
-            positions, policy.gpr / 100.0, policy.slope, policy.curvature,
-            self.cost, policy.target, policy.max_rate,
-            steps=np.array([g.channel_groups / g.channels for g in self.groups]),
+    def cost_space(self, max_rate: float) -> CostSpace:
+        base = self.cost_model.base
+        return CostSpace(self.cost, (float(base.flops), float(base.params)),
+                         np.array([g.channel_groups / g.channels for g in self.groups]), max_rate)
+
+    def problem(self, policy: Policy, **measured: Any) -> Problem:
+        """What the policy's allocator reads; ``measured`` adds settings, a profile or a loss probe."""
+        return Problem(
+            space=self.cost_space(policy.max_rate),
+            positions=np.array([g.position for g in self.groups]),
+            kinds=[g.kind for g in self.groups],
+            channels=np.array([g.channels for g in self.groups]),
+            channel_groups=np.array([g.channel_groups for g in self.groups]),
+            **measured,
         )
-        # The fraction really removed: the solver lands on channel boundaries (0.1250000001
-        # of 8 channels removes 2), and a rate a reader re-applies must remove the same channels.
-        return np.array([g.channels_to_prune(r) / g.channels for g, r in zip(self.groups, solved)])
+
+    def allocate(self, policy: Policy, **measured: Any) -> Allocation:
+        """Per-group rates (the fraction of channels really removed) and, where chosen, criteria."""
+        problem = self.problem(policy, **measured)
+        if policy.budget is not None:
+            problem.space.check(problem.goal(policy))
+        allocation = policy.allocator.allocate(policy, problem)
+        if not policy.allocator.published_rates:
+            # The fraction really removed: the solver lands on channel boundaries (0.1250000001
+            # of 8 channels removes 2), and a rate a reader re-applies must remove the same channels.
+            allocation.rates = np.array([g.channels_to_prune(r) / g.channels for g, r in zip(self.groups, allocation.rates)])
+        return allocation
+
+    def rates(self, policy: Policy, **measured: Any) -> np.ndarray:
+        return self.allocate(policy, **measured).rates
+
+    def equivalent_gpr(self, policy: Policy) -> float:
+        """The policy's GPR; for a budget, the homogeneous rate (percent) of the same cost (ACRA's uniform rate)."""
+        if policy.gpr is not None:
+            return float(policy.gpr)
+        space = self.cost_space(policy.max_rate)
+        return round(100.0 * space.uniform_rate(goal_of(policy, space)), 4)
 
     def cost(self, rates: Sequence[float]) -> tuple[float, float]:
         """Exact (FLOPs, params) after pruning with ``rates``, channel rounding included."""
         return self.cost_model.predict(np.array([g.channels_to_prune(r) for g, r in zip(self.groups, rates)]))
 
-    def plan(self, policy: Policy) -> Plan:
-        rates = self.rates(policy)
+    def plan(self, policy: Policy, **measured: Any) -> Plan:
+        allocation = self.allocate(policy, **measured)
+        return self.plan_rates(policy, allocation.rates, allocation.criteria, allocation.seconds)
+
+    def plan_rates(self, policy: Policy, rates: Sequence[float], criteria: list[str] | None = None,
+                   seconds: float = 0.0) -> Plan:
+        """The plan of rates already allocated (a data-driven trial's, read back from trials.csv)."""
+        if len(rates) != len(self.groups):
+            raise PdsearchError(f"{len(rates)} rates recorded for a model with {len(self.groups)} channel groups")
         flops, params = self.cost(rates)
         base = self.cost_model.base
         layers = [
@@ -107,6 +145,7 @@ class Planner:
                 "position": round(g.position, 4),
                 "channels": g.channels,
                 "kept": g.channels - g.channels_to_prune(r),
+                **({"criterion": criteria[g.index]} if criteria else {}),
             }
             for g, r in zip(self.groups, rates)
         ]
@@ -116,18 +155,25 @@ class Planner:
             layers=layers,
             flops={"base": base.flops, "pruned": round(flops), "reduction_pct": _reduction(base.flops, flops)},
             params={"base": base.params, "pruned": round(params), "reduction_pct": _reduction(base.params, params)},
+            gpr=self.equivalent_gpr(policy),
+            criteria=criteria,
+            allocation_seconds=seconds,
         )
 
-    def grid(self, gprs: Iterable[float], pds: Iterable[Any], **policy_fields: Any) -> pd.DataFrame:
-        """FLOPs and params reductions of every GPR × PD (rows where a policy is impossible say why)."""
+    def grid(self, gprs: Iterable[float] | None = None, pds: Iterable[Any] = (1, 2, 3, 4, 5), *,
+             flops_reductions: Iterable[float] | None = None, params_reductions: Iterable[float] | None = None,
+             **policy_fields: Any) -> pd.DataFrame:
+        """FLOPs and params reductions of every GPR (or budget) × PD (rows where a policy is impossible say why)."""
+        amounts = grid_amounts(gprs, flops_reductions, params_reductions)
         rows = []
-        for gpr in gprs:
+        for amount in amounts:
             for pd_name in pds:
-                policy = Policy(gpr=gpr, pd=pd_name, **policy_fields)  # bad input raises
-                row: dict[str, Any] = {"gpr": gpr, "pd": policy.pd}
+                policy = Policy(pd=pd_name, **amount, **policy_fields)  # bad input raises
+                row: dict[str, Any] = {**amount, "pd": policy.label}
                 try:
                     p = self.plan(policy)
-                    row.update(flops_reduction_pct=p.flops["reduction_pct"], params_reduction_pct=p.params["reduction_pct"],
+                    row.update(gpr=p.gpr, flops_reduction_pct=p.flops["reduction_pct"],
+                               params_reduction_pct=p.params["reduction_pct"],
                                flops=p.flops["pruned"], params=p.params["pruned"], error="")
                 except PdsearchError as exc:  # an impossible policy, e.g. a rate reaching 100%
                     row["error"] = str(exc)
@@ -135,30 +181,62 @@ class Planner:
         return pd.DataFrame(rows)
 
 
+def grid_amounts(gprs, flops_reductions, params_reductions) -> list[dict[str, Any]]:
+    """Policy fields for each GPR or budget of a grid (exactly one kind)."""
+    given = [x for x in (gprs, flops_reductions, params_reductions) if x is not None]
+    if len(given) > 1:
+        raise PdsearchError("give GPRs or FLOPs reductions or params reductions for a grid, not several")
+    if flops_reductions is not None:
+        return [{"budget": b, "budget_metric": "flops"} for b in flops_reductions]
+    if params_reductions is not None:
+        return [{"budget": b, "budget_metric": "params"} for b in params_reductions]
+    return [{"gpr": g} for g in (gprs if gprs is not None else range(10, 100, 10))]
+
+
+def amount_fields(gpr: float | None, flops_reduction: float | None, params_reduction: float | None) -> dict[str, Any]:
+    if flops_reduction is not None and params_reduction is not None:
+        raise PdsearchError("give a FLOPs reduction or a params reduction, not both")
+    budget = flops_reduction if flops_reduction is not None else params_reduction
+    if budget is None:
+        return {"gpr": gpr}
+    if gpr is not None:
+        raise PdsearchError("give a GPR or a budget (FLOPs or params reduction), not both")
+    return {"budget": budget, "budget_metric": "flops" if flops_reduction is not None else "params"}
+
+
 def plan(
     model: str | nn.Module,
-    gpr: float,
+    gpr: float | None = None,
     pd: Any = "PD1",
     *,
+    flops_reduction: float | None = None,
+    params_reduction: float | None = None,
     mode: str = "calibrated",
     criterion: str = "l1",
     num_classes: int = 10,
     input_size: int = 224,
     **policy_fields: Any,
 ) -> Plan:
-    """Per-layer rates and cost of one policy on ``model`` (a registry name or a module)."""
-    policy = Policy(gpr=gpr, pd=pd, mode=mode, criterion=criterion, **policy_fields)
+    """Per-layer rates and cost of one policy on ``model`` (a registry name or a module).
+
+    How much: ``gpr`` (percent), or a budget, ``flops_reduction`` / ``params_reduction`` (percent).
+    """
+    amount = amount_fields(gpr, flops_reduction, params_reduction)
+    policy = Policy(pd=pd, mode=mode, criterion=criterion, **amount, **policy_fields)
     return Planner(model, num_classes=num_classes, input_size=input_size).plan(policy)
 
 
 def plan_grid(
     model: str | nn.Module,
-    gprs: Iterable[float] = range(10, 100, 10),
+    gprs: Iterable[float] | None = None,
     pds: Iterable[Any] = (1, 2, 3, 4, 5),
     *,
+    flops_reductions: Iterable[float] | None = None,
+    params_reductions: Iterable[float] | None = None,
     num_classes: int = 10,
     input_size: int = 224,
     **policy_fields: Any,
 ) -> pd.DataFrame:
-    """FLOPs/params reductions of every GPR × PD, the FlexiPrune trade-off table."""
-    return Planner(model, num_classes=num_classes, input_size=input_size).grid(gprs, pds, **policy_fields)
+    """FLOPs/params reductions of every GPR (or budget) × PD, the FlexiPrune trade-off table."""
+    return Planner(model, num_classes=num_classes, input_size=input_size).grid(
+        gprs, pds, flops_reductions=flops_reductions, params_reductions=params_reductions, **policy_fields)

@@ -18,15 +18,16 @@ import pandas as pd
 
 from pdsearch.config import OBJECTIVES, Constraints, SearchConfig, load_config
 from pdsearch.errors import PdsearchError
+from pdsearch.space import POLICY_COLUMNS, SearchSpace, policy_fields
 
 TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "config.yaml", "study.db"
 MODEL_JSON, POLICY_JSON, BASELINE_JSON = "model.json", "policy.json", "baseline/baseline.json"
+SENSITIVITY_CSV, SENSITIVITY_PNG = "sensitivity.csv", "sensitivity.png"
 METRICS_ATTR = "metrics"  # the Optuna user attribute holding a trial's metrics
-POLICY_COLUMNS = ["trial_id", "status", "gpr", "pd", "criterion", "slope", "curvature", "seed", "mode"]
 NUMERIC_COLUMNS = [
-    "gpr", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
+    "gpr", "budget", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
     "accuracy_before_finetune", "acc_drop", "acc_drop_std", "flops", "params", "flops_reduction_pct",
-    "params_reduction_pct", "seconds",
+    "params_reduction_pct", "allocation_seconds", "seconds",
 ]
 
 
@@ -64,17 +65,23 @@ class Run:
         return pareto_front(self.completed, self.cfg.search.objectives, constraints or self.cfg.search.constraints)
 
 
-def load_run(run_dir: str | Path, source: str = "auto") -> Run:
-    """Read a run directory; ``source`` is auto (trials.csv if present, else the study), csv or study."""
+def read_setup(run_dir: str | Path) -> tuple[Path, SearchConfig, dict[str, Any]]:
+    """What a run was set up with, before any trial: its folder, config and model.json."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_YAML).is_file():
         raise PdsearchError(f"{run_dir} is not a pdsearch run directory (no {CONFIG_YAML})")
-    if source not in ("auto", "csv", "study"):
-        raise PdsearchError(f"source must be auto, csv or study, got {source!r}")
     cfg = load_config(run_dir / CONFIG_YAML)
     model = _read_json(run_dir / MODEL_JSON)
     if model is None:
         raise PdsearchError(f"{run_dir} has no {MODEL_JSON}: the search stopped before its preflight finished")
+    return run_dir, cfg, model
+
+
+def load_run(run_dir: str | Path, source: str = "auto") -> Run:
+    """Read a run directory; ``source`` is auto (trials.csv if present, else the study), csv or study."""
+    if source not in ("auto", "csv", "study"):
+        raise PdsearchError(f"source must be auto, csv or study, got {source!r}")
+    run_dir, cfg, model = read_setup(run_dir)
     has_csv = (run_dir / TRIALS_CSV).is_file()
     if source == "csv" or (source == "auto" and has_csv):
         if not has_csv:
@@ -105,8 +112,7 @@ def _typed(trials: pd.DataFrame) -> pd.DataFrame:
 
 def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
     """The trials table rebuilt from the Optuna study (policies from params, metrics from user attributes)."""
-    from pdsearch.trial import policy_fields, policy_from_params
-
+    space = SearchSpace(cfg)
     try:
         study = optuna.load_study(study_name=cfg.search.study_name, storage=storage_url(cfg, run_dir))
     except Exception as exc:  # missing database, unknown study name, unreachable server
@@ -118,7 +124,7 @@ def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
         metrics = dict(t.user_attrs.get(METRICS_ATTR, {}))
         ok = t.state == optuna.trial.TrialState.COMPLETE and metrics.get("status", "ok") == "ok"
         row = {"trial_id": t.user_attrs.get("tune_trial_id", f"optuna-{t.number}"),
-               **policy_fields(policy_from_params(t.params, cfg)), **metrics}
+               **policy_fields(space.policy(t.params)), **metrics}
         row.update(status="ok" if ok else "failed",
                    failure_reason="" if ok else t.user_attrs.get("failure_reason", "trial raised an error"))
         rows.append(row)

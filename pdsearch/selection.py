@@ -21,9 +21,9 @@ import torch
 from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, SearchConfig, override_constraints
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
 from pdsearch.planning import Plan, Planner
-from pdsearch.policy import PD_SHAPES, Policy
+from pdsearch.policy import Policy
 from pdsearch.rundir import POLICY_JSON, Run, load_run
-from pdsearch.trial import policy_from_params
+from pdsearch.space import SearchSpace
 
 PREFERENCES = ("knee", "accuracy", "flops", "params")
 METRICS = ("accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std", "acc_drop", "flops", "params",
@@ -73,16 +73,16 @@ def select(
     if not len(front):
         raise NoFeasiblePolicy(closest_miss(run.completed, constraints))
     row, why = pick(front, prefer, run.cfg.search.objectives)
-    policy = policy_of(row, run.cfg)
-    plan = _planner(run).plan(policy)
-    if not np.allclose(plan.rates, json.loads(row["rates"]), atol=1e-5):
-        raise PdsearchError(f"trial {row['trial_id']}'s rates differ from what this pdsearch plans for its policy")
+    policy, plan = recorded_plan(run, row)
     record = {
         "policy": policy.to_dict(),
+        "allocator": policy.allocator.name,
         "trial_id": row["trial_id"],
         "model": run.model["name"],
         "layers": plan.layers,
         "rates": plan.rates,
+        "criteria": plan.criteria,
+        "gpr": plan.gpr,
         "flexiprune_list": plan.flexiprune_list,
         "metrics": {k: _plain(row[k]) for k in METRICS if k in row},
         "baseline": {"val_accuracy": (run.baseline or {}).get("val_accuracy"), "flops": run.model["flops"],
@@ -135,24 +135,20 @@ def closest_miss(trials: pd.DataFrame, constraints: Constraints) -> str:
         _, label, metric, unit, _ = CONSTRAINTS[name]
         if v > 0:
             parts.append(f"{label} by {v:.2f} points ({row[metric]:.2f}{unit})")
-    return (f"no completed policy meets {constraints.describe()}; the closest is GPR {row['gpr']:g} {row['pd']} "
+    return (f"no completed policy meets {constraints.describe()}; the closest is GPR {row['gpr']:g}% {row['pd']} "
             f"{row['criterion']} (trial {row['trial_id']}), which misses {' and '.join(parts)}")
 
 
-def policy_of(row: pd.Series, cfg: SearchConfig) -> Policy:
-    params = {"gpr": row["gpr"], "criterion": row["criterion"], "seed": int(row["seed"])}
-    if row["pd"] in PD_SHAPES:
-        params["pd"] = row["pd"]
-    else:
-        params.update(slope=float(row["slope"]), curvature=float(row["curvature"]))
-    return policy_from_params(params, cfg)
-
-
-def _planner(run: Run) -> Planner:
-    """The model's analysis, from model.json's shapes: no data needed."""
-    m = run.model
-    return Planner(run.cfg.model.name, num_classes=m["num_classes"], input_size=m["input_size"],
-                   in_channels=m["in_channels"], model_kwargs=run.cfg.model.kwargs)
+def recorded_plan(run: Run, row: pd.Series) -> tuple[Policy, Plan]:
+    """The trial's policy and the rates (and criteria) it recorded: a data-driven allocation is never re-planned."""
+    policy = SearchSpace(run.cfg).policy_of_row(row)
+    criteria = json.loads(row["criteria"]) if isinstance(row.get("criteria"), str) and row["criteria"] else None
+    m = run.model  # the model's analysis from model.json's shapes: no data needed
+    planner = Planner(run.cfg.model.name, num_classes=m["num_classes"], input_size=m["input_size"],
+                      in_channels=m["in_channels"], model_kwargs=run.cfg.model.kwargs)
+    plan = planner.plan_rates(policy, json.loads(row["rates"]), criteria)
+    plan.gpr = float(row["gpr"])
+    return policy, plan
 
 
 def _plain(value: Any) -> Any:
@@ -177,7 +173,7 @@ def export_model(run: Run, policy: Policy, plan: Plan, path: Path, finetune_epoc
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))  # as the trial ran, so CPU reruns reproduce it
     try:
         ctx = trial_context(cfg, baseline)
-        pruned = prune_baseline(ctx, np.array(plan.rates), policy)
+        pruned = prune_baseline(ctx, np.array(plan.rates), policy, plan.criteria)
         measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device)
     finally:
         torch.set_num_threads(threads)
@@ -211,7 +207,7 @@ def export_model(run: Run, policy: Policy, plan: Plan, path: Path, finetune_epoc
 def describe(selection: Selection) -> str:
     """Why this policy, with its constraint values, for the CLI."""
     row, c = selection.trial, selection.constraints
-    lines = [f"selected: GPR {row['gpr']:g}% {row['pd']} criterion {row['criterion']} (trial {row['trial_id']})",
+    lines = [f"selected: {selection.policy.amount} {row['pd']} criterion {_criteria_label(selection)} (trial {row['trial_id']})",
              f"  why: {selection.reason}"]
     for field, label, metric, unit, sense in CONSTRAINTS.values():
         limit = getattr(c, field)
@@ -226,3 +222,8 @@ def describe(selection: Selection) -> str:
                      f"test {export['test_accuracy']:.2f}%; load with {export['load']}")
     return "\n".join(lines)
 
+
+
+def _criteria_label(selection: Selection) -> str:
+    criteria = selection.plan.criteria
+    return f"per group {','.join(criteria)}" if criteria else selection.policy.criterion

@@ -1,8 +1,9 @@
 """One trial: prune the baseline with one policy, fine-tune it, measure it.
 
-baseline weights -> per-layer rates (planning) -> prune -> accuracy before fine-tune ->
-fine-tune -> val/test accuracy, with fvcore's count of the pruned model. A trial that
-diverges or runs out of memory returns status "failed" with its reason, never NaN.
+baseline weights -> allocation (per-group rates, and criteria where the allocator picks
+them) -> prune -> accuracy before fine-tune -> fine-tune -> val/test accuracy, with
+fvcore's count of the pruned model. A trial that diverges, runs out of memory or asks
+for something impossible returns status "failed" with its reason, never NaN.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -23,21 +24,15 @@ from pdsearch.baseline import model_and_data
 from pdsearch.config import SearchConfig
 from pdsearch.cost import count_cost
 from pdsearch.data import DataBundle
-from pdsearch.planning import Planner
-from pdsearch.policy import Policy
+from pdsearch.errors import PdsearchError
+from pdsearch.planning import Plan, Planner
+from pdsearch.policy import Policy, SensitivityProfile
+from pdsearch.probing import loss_probe_factory
 from pdsearch.pruning import analyze, prune
+from pdsearch.space import SearchSpace, policy_fields
 from pdsearch.training import Diverged, evaluate, prepare, train
 
 ACCURACY_FIELDS = ("accuracy", "test_accuracy", "accuracy_before_finetune", "acc_drop")
-
-
-def policy_from_params(params: dict[str, Any], cfg: SearchConfig) -> Policy:
-    """The Policy a sampler's parameters (gpr, pd or slope/curvature, criterion, seed) describe."""
-    shape = {"pd": params["pd"]} if "pd" in params else {"pd": None, "slope": params["slope"], "curvature": params["curvature"]}
-    return Policy(
-        gpr=float(params["gpr"]), criterion=params.get("criterion", cfg.space.criteria[0]), mode=cfg.space.mode,
-        target=cfg.space.target, max_rate=cfg.space.max_rate, seed=int(params.get("seed", cfg.space.seeds[0])), **shape,
-    )
 
 
 @dataclass
@@ -71,11 +66,20 @@ def trial_context(cfg: SearchConfig, baseline: dict[str, Any]) -> TrialContext:
     return _CONTEXT[key]
 
 
-def prune_baseline(ctx: TrialContext, rates, policy: Policy) -> nn.Module:
+def allocate(ctx: TrialContext, policy: Policy, cfg: SearchConfig, device: torch.device,
+             profile: SensitivityProfile | None = None) -> Plan:
+    """The policy's plan on the baseline, with whatever its allocator measures (profile, losses)."""
+    return ctx.planner.plan(
+        policy, settings=cfg.space.settings(), profile=profile,
+        probe=loss_probe_factory(ctx.model, ctx.data, cfg.finetune.lr, device, seed=policy.seed),
+    )
+
+
+def prune_baseline(ctx: TrialContext, rates, policy: Policy, criteria: Sequence[str] | None = None) -> nn.Module:
     """A pruned copy of the baseline (the baseline itself stays intact)."""
     structure = analyze(copy.deepcopy(ctx.model), ctx.data.input_size, ctx.data.in_channels)
     batches = itertools.islice(ctx.data.batches("train", torch.device("cpu"), train=True, seed=policy.seed), 4)
-    return prune(structure, rates, policy.criterion, seed=policy.seed, batches=batches)
+    return prune(structure, rates, criteria or policy.criterion, seed=policy.seed, batches=batches)
 
 
 def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, seed: int, device: torch.device) -> dict[str, float]:
@@ -96,24 +100,27 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
-def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device,
+              profile: SensitivityProfile | None = None) -> dict[str, Any]:
     """Metrics of one policy, averaged over ``space.repeats`` seeds; status 'ok' or 'failed'.
 
-    The rates and the cost depend on the policy alone; only pruning (random criterion)
-    and fine-tuning depend on the seed, so only they are repeated.
+    The allocation and the cost depend on the policy alone; only pruning (random
+    criterion) and fine-tuning depend on the seed, so only they are repeated.
     """
     start = time.time()
     ctx = trial_context(cfg, baseline)
-    policy = policy_from_params(params, cfg)
-    rates = ctx.planner.rates(policy)
+    policy = SearchSpace(cfg).policy(params)
     runs = []
     try:
+        plan = allocate(ctx, policy, cfg, device, profile)
         for r in range(cfg.space.repeats):
             seeded = dataclasses.replace(policy, seed=policy.seed + r)
-            pruned = prune_baseline(ctx, rates, seeded)
+            pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)
             if r == 0:
                 cost = count_cost(pruned, ctx.planner.structure.example_input)
             runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device))
+    except PdsearchError as exc:  # a property of the policy: retrying would fail the same way
+        return _failed(policy, str(exc), start, device)
     except Diverged as exc:
         return _failed(policy, f"diverged: {exc}", start, device)
     except (RuntimeError, MemoryError) as exc:
@@ -134,15 +141,11 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         flops=cost.flops, params=cost.params,
         flops_reduction_pct=100.0 * (1 - cost.flops / base.flops),
         params_reduction_pct=100.0 * (1 - cost.params / base.params),
-        rates=[float(r) for r in rates], status="ok", failure_reason="",
-        seconds=time.time() - start, **_where(device), **policy_fields(policy),
+        rates=[float(r) for r in plan.rates], status="ok", failure_reason="",
+        allocation_seconds=plan.allocation_seconds, seconds=time.time() - start, **_where(device),
+        **policy_fields(policy, plan.gpr, plan.criteria),
     )
     return metrics
-
-
-def policy_fields(policy: Policy) -> dict[str, Any]:
-    return {"gpr": policy.gpr, "pd": policy.label, "slope": policy.slope, "curvature": policy.curvature,
-            "criterion": policy.criterion, "seed": policy.seed, "mode": policy.mode}
 
 
 def _where(device: torch.device) -> dict[str, Any]:
@@ -159,5 +162,5 @@ def _failed(policy: Policy, reason: str, start: float, device: torch.device) -> 
     # Finite placeholders keep Ray Tune's metric checks quiet; the searcher tells Optuna FAIL.
     return {"status": "failed", "failure_reason": reason, "accuracy": 0.0, "test_accuracy": 0.0,
             "accuracy_before_finetune": 0.0, "acc_drop": 100.0, "flops": -1, "params": -1,
-            "flops_reduction_pct": 0.0, "params_reduction_pct": 0.0, "rates": [],
+            "flops_reduction_pct": 0.0, "params_reduction_pct": 0.0, "rates": [], "allocation_seconds": 0.0,
             "seconds": time.time() - start, **_where(device), **policy_fields(policy)}

@@ -8,7 +8,8 @@ import torch
 from conftest import tiny_config
 from pdsearch import baseline as baseline_mod
 from pdsearch.errors import PdsearchError
-from pdsearch.searching import PolicySearcher, _space
+from pdsearch.searcher import PolicySearcher
+from pdsearch.space import SearchSpace
 from pdsearch.trial import run_trial
 
 CPU = torch.device("cpu")
@@ -65,8 +66,7 @@ def test_other_errors_propagate(baseline, monkeypatch):
 
 
 def make_searcher(cfg):
-    dist, _ = _space(cfg)
-    return PolicySearcher(space=dist, metric=["accuracy", "flops", "params"], mode=["max", "min", "min"],
+    return PolicySearcher(space=SearchSpace(cfg), metric=["accuracy", "flops", "params"], mode=["max", "min", "min"],
                           sampler=optuna.samplers.RandomSampler(seed=0), cfg=cfg)
 
 

@@ -1,9 +1,11 @@
-"""Policy: GPR + pruning distribution + criterion, and its per-layer rates."""
-from pdsearch.policy.distribution import calibrated_rates, shape
+"""Policy: how much to prune (GPR or budget), how to spread it (allocator), which filters (criterion)."""
+from pdsearch.policy.allocators import ALLOCATORS, Allocation, Problem, SensitivityProfile, goal_of
+from pdsearch.policy.budget import CostSpace, Goal
+from pdsearch.policy.distribution import shape
 from pdsearch.policy.flexiprune import TABLES, architecture, flexiprune_rates
 from pdsearch.policy.policy import CRITERIA, PD_SHAPES, Policy, normalize_pd
 
 __all__ = [
-    "CRITERIA", "PD_SHAPES", "Policy", "TABLES", "architecture", "calibrated_rates",
-    "flexiprune_rates", "normalize_pd", "shape",
+    "ALLOCATORS", "Allocation", "CRITERIA", "CostSpace", "Goal", "PD_SHAPES", "Policy", "Problem",
+    "SensitivityProfile", "TABLES", "architecture", "flexiprune_rates", "goal_of", "normalize_pd", "shape",
 ]

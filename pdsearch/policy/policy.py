@@ -1,4 +1,11 @@
-"""The Policy value: what one search trial prunes with."""
+"""The Policy value: what one search trial prunes with.
+
+How much: a global pruning rate (``gpr``, percent) or a budget (``budget`` percent of
+FLOPs or params removed). How it is spread: ``pd``, a named shape (PD1-PD5), a custom
+shape (``pd`` None, ``slope``/``curvature``), or a data-driven allocator such as
+``sensitivity``; ``mode`` picks who allocates named shapes (calibrated shapes or
+FlexiPrune's tables). Which filters: ``criterion``.
+"""
 from __future__ import annotations
 
 import json
@@ -25,9 +32,9 @@ PD_ALIASES = {
     "low-high-low": "PD4",
     "high-low-high": "PD5",
 }
-MODES = ("calibrated", "flexiprune")
 TARGETS = ("flops", "params", "mean")
-CRITERIA = ("l1", "l2", "fpgm", "random", "taylor", "bn_scale")
+BUDGET_METRICS = ("flops", "params")
+CRITERIA = ("l1", "l2", "fpgm", "cosine", "random", "taylor", "bn_scale")
 
 
 def check_criterion(name: str) -> str:
@@ -36,29 +43,51 @@ def check_criterion(name: str) -> str:
     return name
 
 
+def _allocators():
+    from pdsearch.policy.allocators import ALLOCATORS  # the registry imports Policy
+
+    return ALLOCATORS
+
+
+def distribution_allocators() -> list[str]:
+    """Allocators that are pruning distributions of their own (``pd: sensitivity``)."""
+    return [name for name, a in _allocators().items() if not a.allocates_named_shapes]
+
+
+def modes() -> list[str]:
+    """Allocators that spread the named shapes PD1-PD5 (``space.mode``)."""
+    return [name for name, a in _allocators().items() if a.allocates_named_shapes]
+
+
 def normalize_pd(pd: Any) -> str:
-    """Accept 2, '2', 'pd2', 'PD2' or 'bottom-up'; return 'PD2'."""
+    """Accept 2, '2', 'pd2', 'PD2', 'bottom-up' or an allocator ('sensitivity'); return 'PD2' or the name."""
     key = str(pd).strip()
+    if key.lower() in distribution_allocators():
+        return key.lower()
     if key.lower().replace("_", "-") in PD_ALIASES:
         return PD_ALIASES[key.lower().replace("_", "-")]
     if key.isdigit():
         key = f"PD{key}"
     key = key.upper()
     if key not in PD_SHAPES:
-        names = ", ".join(list(PD_SHAPES) + list(PD_ALIASES))
+        names = ", ".join(list(PD_SHAPES) + list(PD_ALIASES) + distribution_allocators())
         raise PdsearchError(f"unknown pruning distribution {pd!r}: use one of {names}")
     return key
 
 
+def _percent(name: str, value: Any, high_open: bool = False) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value < 100 or (high_open and value == 0):
+        raise PdsearchError(f"{name} must be a number in {'(0' if high_open else '[0'}, 100), got {value!r}")
+
+
 @dataclass(frozen=True)
 class Policy:
-    """Global pruning rate (percent) + pruning distribution + filter criterion.
+    """How much to prune (``gpr`` or ``budget``), how to spread it (``pd``), which filters (``criterion``).
 
-    ``pd`` names a distribution (PD1-PD5); a custom shape leaves ``pd`` None and sets
-    ``slope``/``curvature`` instead (calibrated mode only).
+    ``options`` holds the allocator's own searchable parameters (sensitivity's ``blend``).
     """
 
-    gpr: float
+    gpr: float | None = None
     pd: str | None = "PD1"
     slope: float = field(default=0.0)
     curvature: float = field(default=0.0)
@@ -67,28 +96,51 @@ class Policy:
     target: str = "flops"
     max_rate: float = 0.9
     seed: int = 0
+    budget: float | None = None
+    budget_metric: str = "flops"
+    options: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.gpr, (int, float)) or not math.isfinite(self.gpr) or not 0 <= self.gpr < 100:
-            raise PdsearchError(f"GPR must be a number in [0, 100), got {self.gpr!r}")
+        if (self.gpr is None) == (self.budget is None):
+            raise PdsearchError("a policy takes either a GPR or a budget (FLOPs or params reduction), not "
+                                + ("both" if self.gpr is not None else "neither"))
+        if self.gpr is not None:
+            _percent("GPR", self.gpr)
+        else:
+            _percent("budget", self.budget, high_open=True)
+            if self.budget_metric not in BUDGET_METRICS:
+                raise PdsearchError(f"unknown budget metric {self.budget_metric!r}: use flops or params")
         if self.pd is not None:
             pd = normalize_pd(self.pd)
             object.__setattr__(self, "pd", pd)
-            object.__setattr__(self, "slope", PD_SHAPES[pd][0])
-            object.__setattr__(self, "curvature", PD_SHAPES[pd][1])
-        if self.mode not in MODES:
-            raise PdsearchError(f"unknown mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.mode == "flexiprune" and self.pd is None:
-            raise PdsearchError("flexiprune mode needs a named PD (PD1-PD5), not a custom shape")
+            if pd in PD_SHAPES:
+                object.__setattr__(self, "slope", PD_SHAPES[pd][0])
+                object.__setattr__(self, "curvature", PD_SHAPES[pd][1])
+        if self.mode not in modes():
+            raise PdsearchError(f"unknown mode {self.mode!r}: use one of {', '.join(modes())}")
         if self.target not in TARGETS:
             raise PdsearchError(f"unknown calibration target {self.target!r}: use one of {', '.join(TARGETS)}")
         if not 0 < self.max_rate < 1:
             raise PdsearchError(f"max_rate must be in (0, 1), got {self.max_rate!r}")
         check_criterion(self.criterion)
+        self.allocator.validate(self)
+
+    @property
+    def allocator(self):
+        """The registered allocator that turns this policy into per-group rates."""
+        registry = _allocators()
+        return registry[self.pd] if self.pd in registry else registry[self.mode]
 
     @property
     def label(self) -> str:
         return self.pd or f"shape({self.slope:+.2f},{self.curvature:+.2f})"
+
+    @property
+    def amount(self) -> str:
+        """'GPR 40%' or 'FLOPs -50%'."""
+        if self.budget is None:
+            return f"GPR {self.gpr:g}%"
+        return f"{'FLOPs' if self.budget_metric == 'flops' else 'params'} -{self.budget:g}%"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,10 +8,28 @@ import torch_pruning as tp
 
 from pdsearch.policy.policy import CRITERIA, check_criterion
 
+class CosineSimilarityImportance(tp.importance.Importance):
+    """Redundancy: a filter nearly parallel to another filter of its layer matters least.
+
+    Importance is 1 − the largest cosine similarity to any other filter of the group's
+    root layer (one of LAASP's criteria).
+    """
+
+    def __call__(self, group) -> torch.Tensor:
+        root = group[0].dep.target.module
+        idxs = [int(i) for i in group[0].idxs]
+        weight = root.weight.detach()[idxs].flatten(1).float()
+        unit = torch.nn.functional.normalize(weight, dim=1)
+        similarity = unit @ unit.T
+        similarity.fill_diagonal_(-1.0)
+        return 1.0 - similarity.max(dim=1).values
+
+
 IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
     "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
     "fpgm": lambda: tp.importance.FPGMImportance(),
+    "cosine": CosineSimilarityImportance,
     "random": lambda: tp.importance.RandomImportance(),
     "taylor": lambda: tp.importance.GroupTaylorImportance(),
     "bn_scale": lambda: tp.importance.BNScaleImportance(),

@@ -1,0 +1,106 @@
+"""The allocator interface: a policy and a model's cost space in, per-group rates (and criteria) out."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from pdsearch.errors import PdsearchError
+from pdsearch.policy.budget import CostSpace, Goal
+from pdsearch.policy.policy import Policy
+from pdsearch.ranges import Range
+
+
+class Settings(BaseModel):
+    """An allocator's settings in the config (``space.allocators.NAME``); Range fields are searched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    from_space: ClassVar[dict[str, str]] = {}  # setting -> the space-level config key that sets it
+
+    def searched(self) -> dict[str, Range]:
+        return {name: value for name, value in self if isinstance(value, Range)}
+
+
+class LossProbe(Protocol):
+    """What loss-aware allocation asks of a model (pdsearch.probing implements it with torch)."""
+
+    def loss(self) -> float: ...
+    def loss_with(self, group: int, criterion: str, removed: int) -> float: ...
+    def commit(self, group: int, criterion: str, removed: int) -> None: ...
+    def retrain(self) -> None: ...
+
+
+@dataclass
+class Problem:
+    """Everything an allocator may read: the cost space, the groups, and what was measured."""
+
+    space: CostSpace
+    positions: np.ndarray
+    kinds: list[str]  # "conv" / "linear" per group
+    channels: np.ndarray  # channels per group
+    channel_groups: np.ndarray  # conv groups per group (removal happens in multiples of these)
+    settings: dict[str, Settings] = field(default_factory=dict)  # per allocator name
+    profile: Any = None  # a SensitivityProfile of the baseline, where measured
+    probe: Callable[[Settings], LossProbe] | None = None  # builds a loss probe on the baseline and data
+
+    def goal(self, policy: Policy) -> Goal:
+        return goal_of(policy, self.space)
+
+
+def goal_of(policy: Policy, space: CostSpace) -> Goal:
+    """The cost reduction a policy asks for: its budget, or homogeneous pruning's at its GPR."""
+    if policy.budget is not None:
+        return Goal(policy.budget_metric, policy.budget / 100.0)
+    return Goal(policy.target, space.homogeneous(policy.gpr / 100.0, policy.target))
+
+
+@dataclass
+class Allocation:
+    rates: np.ndarray  # per group, fractions
+    criteria: list[str] | None = None  # per group; None: the policy's criterion everywhere
+    seconds: float = 0.0
+
+
+class Allocator:
+    """Base class: subclasses set ``name`` and implement ``rates``; register with ``@register``.
+
+    ``needs`` says what allocation reads: ``structure`` (planned on the driver from the
+    model's shapes), ``sensitivity`` (a profile of the trained baseline, measured once
+    per run), or ``training`` (the baseline and data, inside the trial).
+    """
+
+    name: ClassVar[str]
+    needs: ClassVar[str] = "structure"
+    allocates_named_shapes: ClassVar[bool] = False  # a mode (PD1-PD5 spread its way), not a PD of its own
+    published_rates: ClassVar[bool] = False  # rates kept as stated (FlexiPrune's lists), not snapped to channels
+    settings: ClassVar[type[Settings]] = Settings
+
+    def validate(self, policy: Policy) -> None:
+        unknown = set(policy.options) - set(self.settings.model_fields)
+        if unknown:
+            raise PdsearchError(f"{policy.label} takes no option(s) {', '.join(sorted(unknown))}")
+
+    def settings_of(self, problem: Problem) -> Settings:
+        return problem.settings.get(self.name) or self.settings()
+
+    def allocate(self, policy: Policy, problem: Problem) -> Allocation:
+        start = time.perf_counter()
+        allocation = self.rates(policy, problem)
+        if not isinstance(allocation, Allocation):
+            allocation = Allocation(np.asarray(allocation, dtype=float))
+        allocation.seconds = time.perf_counter() - start
+        return allocation
+
+    def rates(self, policy: Policy, problem: Problem) -> Allocation | np.ndarray:
+        raise NotImplementedError
+
+
+ALLOCATORS: dict[str, Allocator] = {}
+
+
+def register(cls: type[Allocator]) -> type[Allocator]:
+    ALLOCATORS[cls.name] = cls()
+    return cls

@@ -1,0 +1,146 @@
+"""The search space: sampler parameters ↔ Policy ↔ a trials.csv row, in one place, and the samplers.
+
+Parameters: ``gpr`` or ``budget`` (how much), ``pd`` or ``slope``/``curvature`` (how it is
+spread), ``criterion`` and ``seed`` where the space offers several, and each allocator's
+own options (sensitivity's ``blend``), asked only when that allocator is drawn. The
+space is define-by-run, so an option absent from a policy never splits identical
+policies into different keys.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Callable, Mapping
+
+import optuna
+
+from pdsearch.config import SearchConfig
+from pdsearch.errors import PdsearchError
+from pdsearch.policy import ALLOCATORS, PD_SHAPES, Policy
+from pdsearch.ranges import Range
+
+POLICY_COLUMNS = ["trial_id", "status", "gpr", "budget", "budget_metric", "pd", "criterion", "criteria", "slope",
+                  "curvature", "seed", "mode"]
+
+SAMPLERS: dict[str, Callable[[SearchConfig, dict[str, list]], optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda cfg, grid: optuna.samplers.NSGAIISampler(population_size=cfg.search.population_size,
+                                                             seed=cfg.search.seed),
+    "tpe": lambda cfg, grid: optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True),
+    "gp": lambda cfg, grid: optuna.samplers.GPSampler(seed=cfg.search.seed),
+    "random": lambda cfg, grid: optuna.samplers.RandomSampler(seed=cfg.search.seed),
+    "grid": lambda cfg, grid: optuna.samplers.GridSampler(grid, seed=cfg.search.seed),
+}
+
+
+def _distribution(r: Range) -> optuna.distributions.BaseDistribution:
+    if r.values_ is not None:
+        return optuna.distributions.CategoricalDistribution(r.values())
+    return optuna.distributions.FloatDistribution(r.low, r.high, step=r.step)
+
+
+class SearchSpace:
+    """One config's space: a define-by-run function for Optuna (picklable for Tune's checkpoints)."""
+
+    def __init__(self, cfg: SearchConfig) -> None:
+        self.cfg = cfg
+        s = cfg.space
+        amount, amount_range = s.amount
+        self.fixed: dict[str, optuna.distributions.BaseDistribution] = {amount: _distribution(amount_range)}
+        self.grid: dict[str, list] = {amount: amount_range.values()}
+        if s.pd is not None:
+            self.fixed["pd"] = optuna.distributions.CategoricalDistribution(s.pd)
+            self.grid["pd"] = list(s.pd)
+        else:
+            for name in ("slope", "curvature"):
+                r = getattr(s.shape, name)
+                self.fixed[name] = _distribution(r)
+                self.grid[name] = r.values()
+        for name, values in (("criterion", s.criteria), ("seed", s.seeds)):
+            if len(values) > 1:
+                self.fixed[name] = optuna.distributions.CategoricalDistribution(values)
+                self.grid[name] = list(values)
+        # Options are asked only when their allocator is drawn; the grid holds them at their low end.
+        self.options = {name: settings.searched() for name, settings in s.settings().items()}
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        if self.cfg.search.sampler == "grid":
+            missing = [k for k, v in self.grid.items() if not v]
+            if missing:
+                raise PdsearchError(f"search.sampler grid needs a step for {', '.join(missing)} (e.g. space.gpr.step)")
+        return SAMPLERS[self.cfg.search.sampler](self.cfg, self.grid)
+
+    def size(self) -> int:
+        """Trials the search runs: num_trials, or every point of the grid."""
+        if self.cfg.search.sampler != "grid":
+            return self.cfg.search.num_trials
+        return math.prod(len(v) for v in self.grid.values())
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> None:
+        """Optuna's define-by-run: the fixed parameters, then the drawn allocator's options."""
+        params = {name: _suggest(trial, name, dist) for name, dist in self.fixed.items()}
+        if self.cfg.search.sampler == "grid":
+            return
+        for name, r in self.options.get(self._allocator(params), {}).items():
+            _suggest(trial, name, _distribution(r))
+
+    def _allocator(self, params: Mapping[str, Any]) -> str:
+        pd = params.get("pd")
+        return ALLOCATORS[pd].name if pd in ALLOCATORS else self.cfg.space.mode
+
+    def first(self) -> dict[str, Any]:
+        """One valid parameter set (the preflight plans it)."""
+        return {name: (d.choices[0] if hasattr(d, "choices") else d.high) for name, d in self.fixed.items()}
+
+    def policy(self, params: Mapping[str, Any]) -> Policy:
+        """The Policy a sampler's parameters describe."""
+        s = self.cfg.space
+        if "budget" in params:
+            amount = {"budget": float(params["budget"]), "budget_metric": s.budget.metric}
+        else:
+            amount = {"gpr": float(params["gpr"])}
+        if "pd" in params:
+            shape = {"pd": params["pd"]}
+        else:
+            shape = {"pd": None, "slope": float(params["slope"]), "curvature": float(params["curvature"])}
+        options = {name: float(params.get(name, r.low)) for name, r in self.options.get(self._allocator(params), {}).items()}
+        return Policy(criterion=params.get("criterion", s.criteria[0]), mode=s.mode, target=s.target,
+                      max_rate=s.max_rate, seed=int(params.get("seed", s.seeds[0])), options=options,
+                      **amount, **shape)
+
+    def policy_of_row(self, row: Mapping[str, Any]) -> Policy:
+        """The Policy of a trials.csv row (or a study trial's metrics)."""
+        params: dict[str, Any] = {"criterion": row["criterion"], "seed": int(row["seed"])}
+        if _given(row.get("budget")):
+            params["budget"] = float(row["budget"])
+        else:
+            params["gpr"] = float(row["gpr"])
+        if row["pd"] in PD_SHAPES or row["pd"] in ALLOCATORS:
+            params["pd"] = row["pd"]
+        else:
+            params.update(slope=float(row["slope"]), curvature=float(row["curvature"]))
+        for name in self.options.get(self._allocator(params), {}):
+            if _given(row.get(name)):
+                params[name] = float(row[name])
+        return self.policy(params)
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != "" and not (isinstance(value, float) and math.isnan(value))
+
+
+def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step)
+
+
+def policy_fields(policy: Policy, gpr: float | None = None, criteria: list[str] | None = None) -> dict[str, Any]:
+    """A policy as trials.csv columns; ``gpr`` is the solved equivalent of a budget."""
+    return {
+        "gpr": policy.gpr if policy.gpr is not None else gpr,
+        "budget": policy.budget if policy.budget is not None else "",
+        "budget_metric": policy.budget_metric if policy.budget is not None else "",
+        "pd": policy.label, "slope": policy.slope, "curvature": policy.curvature,
+        "criterion": policy.criterion, "criteria": json.dumps(criteria) if criteria else "",
+        "seed": policy.seed, "mode": policy.mode, **policy.options,
+    }
