@@ -153,7 +153,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
     chosen = select(
         args.run_dir, max_acc_drop=args.max_acc_drop, min_flops_reduction=args.min_flops_reduction,
         min_params_reduction=args.min_params_reduction, prefer=args.prefer, export=args.export,
-        finetune_epochs=args.finetune_epochs, source=args.source,
+        finetune_epochs=args.finetune_epochs, source=args.source, trial=args.trial,
     )
     print(describe(chosen))
     return 0
@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-params-reduction", type=float, metavar="PCT")
     c.add_argument("--prefer", choices=["knee", "accuracy", "flops", "params"], default="knee",
                    help="knee: nearest the ideal point with objectives scaled over the front (default)")
+    c.add_argument("--trial", metavar="ID", help="take this completed trial instead of choosing by constraints and preference")
     c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (torch.export, .pt2)")
     c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")
     c.add_argument("--source", **source)

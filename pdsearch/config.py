@@ -106,7 +106,7 @@ def _criteria(value: list[str], what: str) -> list[str]:
 
 class SpaceConfig(_Section):
     mode: str = "calibrated"  # who spreads PD1-PD5: calibrated shapes or flexiprune tables
-    gpr: Range = Range(low=10, high=80, step=5)
+    gpr: Optional[Range] = None  # default 10-80 by 5 unless a budget is given
     budget: Optional[BudgetConfig] = None  # instead of gpr
     pd: Optional[list[Union[int, str]]] = None  # default: PD1-PD5; also data-driven allocators (sensitivity, ...)
     shape: Optional[ShapeConfig] = None  # continuous shapes instead of named PDs
@@ -149,8 +149,8 @@ class SpaceConfig(_Section):
 
     @field_validator("gpr")
     @classmethod
-    def _gpr(cls, value: Range):
-        if value.low < 0 or value.high >= 100:
+    def _gpr(cls, value: Range | None):
+        if value is not None and (value.low < 0 or value.high >= 100):
             raise ValueError(f"GPR range must lie in [0, 100), got [{value.low}, {value.high}]")
         return value
 
@@ -177,8 +177,10 @@ class SpaceConfig(_Section):
             object.__setattr__(self, "pd", list(PD_SHAPES))
         if self.mode == "flexiprune" and self.shape is not None:
             raise ValueError("flexiprune mode takes named PDs (space.pd), not space.shape")
-        if self.budget is not None and "gpr" in self.model_fields_set:
+        if self.budget is not None and self.gpr is not None:
             raise ValueError("set either space.gpr or space.budget, not both")
+        if self.budget is None and self.gpr is None:
+            object.__setattr__(self, "gpr", Range(low=10, high=80, step=5))
         self.settings()  # each allocator in the space checks its own settings
         return self
 

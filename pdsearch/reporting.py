@@ -23,13 +23,15 @@ from matplotlib.lines import Line2D
 
 from pdsearch.cost import count_unit, human_count
 from pdsearch.errors import PdsearchError
-from pdsearch.rundir import Run, hypervolume, load_run
+from pdsearch.profiling import cached_profile, plot_profile
+from pdsearch.rundir import SENSITIVITY_PNG, Run, hypervolume, load_run
 
 PLOTS = {
     "pareto_flops.png": "Accuracy vs FLOPs",
     "pareto_params.png": "Accuracy vs parameters",
-    "accuracy_vs_gpr.png": "Accuracy vs GPR per pruning distribution",
+    "accuracy_vs_gpr.png": "Accuracy vs GPR (or budget) per pruning distribution",
     "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",
+    SENSITIVITY_PNG: "Sensitivity profile of the baseline (each group pruned alone)",
 }
 MAX_PROFILES = 10  # rate profiles drawn (evenly spaced along the front)
 Section = tuple[str, Union[str, pd.DataFrame, list[str]]]  # title, then text, a table or plot names
@@ -66,6 +68,10 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
         "rate_profiles.png": _rate_profiles(run, front),
     }
+    profile = cached_profile(run.cfg, run.run_dir)
+    if profile is not None:  # measured for a sensitivity allocation, or by pdsearch sensitivity
+        positions = {layer["name"]: layer["position"] for layer in run.model["layers"]}
+        figures[SENSITIVITY_PNG] = plot_profile(profile, positions, run.cfg.name)
     plots = {}
     for name, fig in figures.items():
         plots[name] = out / name
@@ -76,11 +82,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         tables["failed"] = run.failed[["trial_id", "gpr", "pd", "criterion", "status", "failure_reason"]]
     sections: list[Section] = [
         ("Summary", _summary(run, front, hv)),
-        ("Trade-off", list(PLOTS)),
+        ("Trade-off", [name for name in plots if name != SENSITIVITY_PNG]),
         (f"Pareto front ({len(front)} policies)", tables["front"]),
-        ("Best policy per PD at each GPR (validation accuracy %, FLOPs reduction %)", tables["best_per_pd"]),
+        (f"Best policy per PD at each {_amount_label(run)} (validation accuracy %, FLOPs reduction %)", tables["best_per_pd"]),
         ("Baseline", tables["baseline"]),
     ]
+    if SENSITIVITY_PNG in plots:
+        sections.append(("Sensitivity profile", [SENSITIVITY_PNG]))
     if "failed" in tables:
         sections.append((f"Failed trials ({len(tables['failed'])})", tables["failed"]))
     title = f"pdsearch report: {run.cfg.name}"
@@ -108,7 +116,8 @@ def front_table(run: Run, front: pd.DataFrame) -> pd.DataFrame:
     repeats = run.cfg.space.repeats
     return pd.DataFrame({
         "trial": front["trial_id"],
-        "GPR %": front["gpr"].map("{:g}".format),
+        **({"budget %": front["budget"].map("{:g}".format)} if run.cfg.space.budget else {}),
+        "GPR %": front["gpr"].map("{:.4g}".format),
         "PD": front["pd"],
         "criterion": front["criterion"],
         "val acc %": _with_std(front, "accuracy", repeats),
@@ -121,12 +130,20 @@ def front_table(run: Run, front: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _amount_label(run: Run) -> str:
+    """What the space searched: the GPR, or a FLOPs / params budget."""
+    if run.cfg.space.budget is None:
+        return "GPR"
+    return f"{'FLOPs' if run.cfg.space.budget.metric == 'flops' else 'params'} budget"
+
+
 def _gpr_bins(run: Run) -> pd.Series:
-    """GPR as searched when the space is discrete, else rounded to 10-point bins."""
-    gpr = run.completed["gpr"]
-    if run.cfg.space.gpr.step or run.cfg.space.gpr.values_ is not None:
-        return gpr
-    return (gpr / 10).round() * 10
+    """The GPR (or budget) as searched when the space is discrete, else rounded to 10-point bins."""
+    column, searched = run.cfg.space.amount
+    amount = run.completed[column]
+    if searched.step or searched.values_ is not None:
+        return amount
+    return (amount / 10).round() * 10
 
 
 def _best_per_gpr_and_pd(run: Run) -> pd.DataFrame:
@@ -140,7 +157,7 @@ def best_per_pd(run: Run) -> pd.DataFrame:
     best = best.assign(cell=best["accuracy"].map("{:.2f}".format) + " (−" + best["flops_reduction_pct"].map("{:.0f}".format) + "%)")
     table = best.pivot(index="gpr_bin", columns="pd", values="cell").fillna("")
     table.index = [f"{g:g}" for g in table.index]
-    return table.rename_axis("GPR %").reset_index()
+    return table.rename_axis(f"{_amount_label(run)} %").reset_index()
 
 
 def baseline_table(run: Run) -> pd.DataFrame:
@@ -231,7 +248,7 @@ def _accuracy_vs_gpr(run: Run) -> Figure:
     ax = fig.subplots()
     colours, key = _colouring(done)
     if isinstance(key, ScalarMappable):  # continuous shapes: every trial, coloured by slope
-        ax.scatter(done["gpr"], done["accuracy"], c=colours, s=30)
+        ax.scatter(done[run.cfg.space.amount[0]], done["accuracy"], c=colours, s=30)
     else:
         palette = {h.get_label(): h.get_color() for h in key}
         for pd_label, best in _best_per_gpr_and_pd(run).groupby("pd"):
@@ -242,8 +259,8 @@ def _accuracy_vs_gpr(run: Run) -> Figure:
     if run.baseline:
         ax.axhline(run.baseline["val_accuracy"], color="black", ls=":", lw=1)
         extra.append(Line2D([], [], color="black", ls=":", label="baseline"))
-    ax.set(xlabel="global pruning rate (%)", ylabel="best validation accuracy (%)",
-           title=f"{run.cfg.name}: accuracy vs GPR per distribution")
+    ax.set(xlabel=f"{_amount_label(run)} (%)", ylabel="best validation accuracy (%)",
+           title=f"{run.cfg.name}: accuracy vs {_amount_label(run)} per distribution")
     ax.grid(alpha=0.3)
     _legend_or_bar(fig, ax, key, extra)
     return fig
@@ -260,7 +277,7 @@ def _rate_profiles(run: Run, front: pd.DataFrame) -> Figure:
         x = [layer["position"] for layer in layers] if len(layers) == len(rates) else np.linspace(0, 1, len(rates))
         order = np.argsort(x, kind="stable")
         ax.plot(np.asarray(x)[order], rates[order], marker="o", ms=4, color=colour,
-                label=f"GPR {row['gpr']:g} {row['pd']} (acc {row['accuracy']:.1f}, −{row['flops_reduction_pct']:.0f}% FLOPs)")
+                label=f"GPR {row['gpr']:.3g} {row['pd']} (acc {row['accuracy']:.1f}, −{row['flops_reduction_pct']:.0f}% FLOPs)")
     ax.set(xlabel="depth position (0 = input, 1 = output)", ylabel="pruning rate (%)",
            title=f"{run.cfg.name}: per-layer rates of the Pareto policies")
     if not len(picks):

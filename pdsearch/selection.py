@@ -52,8 +52,11 @@ def select(
     export: str | Path | None = None,
     finetune_epochs: int | None = None,
     source: str = "auto",
+    trial: str | None = None,
 ) -> Selection:
     """Pick one policy of a run; constraints not given are the search's own.
+
+    ``trial`` names one completed trial to take instead (constraints and preference aside).
 
     Raises NoFeasiblePolicy (exit code 3), naming the closest policy, when none qualifies.
     """
@@ -70,9 +73,15 @@ def select(
     if not len(run.completed):
         raise PdsearchError(f"{run.run_dir} has no completed trial yet: nothing to select from")
     front = run.front(constraints)
-    if not len(front):
+    if trial is not None:
+        chosen = run.completed[run.completed["trial_id"] == str(trial)]
+        if not len(chosen):
+            raise PdsearchError(f"{run.run_dir} has no completed trial {trial!r}")
+        row, why = chosen.iloc[0], f"trial {trial} asked for by name"
+    elif not len(front):
         raise NoFeasiblePolicy(closest_miss(run.completed, constraints))
-    row, why = pick(front, prefer, run.cfg.search.objectives)
+    else:
+        row, why = pick(front, prefer, run.cfg.search.objectives)
     policy, plan = recorded_plan(run, row)
     record = {
         "policy": policy.to_dict(),

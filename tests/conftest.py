@@ -35,7 +35,7 @@ def ray_session():
 
 
 def tiny_config(**sections):
-    """A fast digits search: 8x8 input, short training; sections override keys per section."""
+    """A fast digits search: 8x8 input, short training; sections override keys per section (None removes one)."""
     from pdsearch.config import parse_config
 
     data = {
@@ -48,7 +48,8 @@ def tiny_config(**sections):
         "search": {"num_trials": 6, "population_size": 4},
     }
     for section, values in sections.items():
-        data[section] = {**data.get(section, {}), **values}
+        merged = {**data.get(section, {}), **values}
+        data[section] = {k: v for k, v in merged.items() if v is not None}
     return parse_config(data)
 
 

@@ -93,37 +93,34 @@ def bisect(rates_at: Callable[[float], np.ndarray], goal: Goal, space: CostSpace
     return t, rates_at(t)
 
 
-def refine(rates: np.ndarray, goal: Goal, space: CostSpace, tolerance: float = 5e-4, rounds: int = 24) -> np.ndarray:
+def refine(rates: np.ndarray, goal: Goal, space: CostSpace, tolerance: float = 5e-4, rounds: int = 24,
+           reach: int = 3) -> np.ndarray:
     """Move single groups by one channel while that brings the cost closer to ``goal``.
 
-    Leaves the allocation intact to within a few channels; stops within ``tolerance``
-    (a fraction of the base cost) or when no single move helps.
+    Each group moves at most ``reach`` channels, so the allocation keeps its shape; stops
+    within ``tolerance`` (a fraction of the base cost) or when no single move helps.
     """
     if goal.metric == "mean":
         return rates
     rates = np.asarray(rates, dtype=float)
+    moved = np.zeros(space.groups, dtype=int)
     error = space.reduction(rates, goal.metric) - goal.reduction
     for _ in range(rounds):
         if abs(error) <= tolerance:
             break
         best, best_error = None, error
         for g in range(space.groups):
-            for sign in (1.0, -1.0):
+            for sign in (1, -1):
+                if abs(moved[g] + sign) > reach:
+                    continue
                 candidate = rates.copy()
                 candidate[g] = np.clip(candidate[g] + sign * space.steps[g], 0.0, space.max_rate)
                 e = space.reduction(candidate, goal.metric) - goal.reduction
                 if abs(e) < abs(best_error):
-                    best, best_error = candidate, e
+                    best, best_error = (g, sign, candidate), e
         if best is None:
             break
-        rates, error = best, best_error
+        g, sign, rates = best
+        moved[g] += sign
+        error = best_error
     return rates
-
-
-def solve(rates_at: Callable[[float], np.ndarray], goal: Goal, space: CostSpace, channel_moves: bool = True
-          ) -> np.ndarray:
-    """Rates meeting ``goal``: bisection on t, then (unless rates are whole percents) one-channel moves."""
-    _, rates = bisect(rates_at, goal, space)
-    return refine(rates, goal, space) if channel_moves else rates
-
-
