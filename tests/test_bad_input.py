@@ -46,6 +46,16 @@ def unwritable_run_dir(tmp_path) -> list[str]:
     return ["search", config(tmp_path), "--run-dir", str(tmp_path / "a_file" / "run")]
 
 
+def run_without_baseline(tmp_path) -> list[str]:
+    run = tmp_path / "norun"
+    run.mkdir()
+    (run / "config.yaml").write_text(tiny_config().to_yaml())
+    (run / "model.json").write_text('{"name": "small_cnn", "layers": []}')
+    return ["sensitivity", str(run)]
+
+
+FLOPS_BUDGET = {"flops_reduction": {"low": 30, "high": 70}}
+
 CASES = {
     # the YAML itself
     "empty YAML": (lambda t: search(t, ""), "the configuration is empty"),
@@ -70,6 +80,24 @@ CASES = {
     "unknown objective": (lambda t: search(t, search={"objectives": ["accuracy", "latency"]}), "search.objectives.1"),
     "unknown dataset": (lambda t: search(t, data={"dataset": "mnist"}), "data.dataset: Input should be"),
     "unknown model": (lambda t: search(t, model={"name": "resnet999", "kwargs": {}}), "unknown model 'resnet999'"),
+    "unknown criterion in the pool": (lambda t: search(t, space={"pd": ["loss_aware"], "criteria_pool": ["l1", "magic"]}),
+                                      "space.criteria_pool: unknown criterion 'magic'"),
+    "unknown allocator setting": (lambda t: search(t, space={"pd": ["sensitivity"], "allocators": {"sensitivity": {"speed": 1}}}),
+                                  "allocators.sensitivity.speed: unknown key"),
+    # budgets and allocators
+    "budget together with gpr": (lambda t: search(t, space={"budget": FLOPS_BUDGET}), "set either space.gpr or space.budget"),
+    "budget outside (0, 100)": (lambda t: search(t, space={"gpr": None, "budget": {"params_reduction": {"low": 0, "high": 50}}}),
+                                "a budget must lie in (0, 100)"),
+    "budget naming no metric": (lambda t: search(t, space={"gpr": None, "budget": {}}), "give flops_reduction or params_reduction"),
+    "unreachable budget": (lambda t: search(t, space={"gpr": None, "budget": {"flops_reduction": {"low": 90, "high": 99.9}}}),
+                           "the most this model allows is"),
+    "loss_aware with an empty pool": (lambda t: search(t, space={"pd": ["loss_aware"], "criteria_pool": []}),
+                                      "needs a non-empty criteria pool"),
+    "sensitivity on a run with no baseline": (run_without_baseline, "has no trained baseline yet"),
+    "plan with a GPR and a budget": (lambda t: ["plan", "--model", "resnet20", "--gpr", "30", "--flops-reduction", "50"],
+                                     "not both"),
+    "plan of a data-driven PD": (lambda t: ["plan", "--model", "resnet20", "--flops-reduction", "50", "--pd", "loss_aware"],
+                                 "measured on trained weights and data"),
     # impossible requests
     "impossible constraint": (lambda t: search(t, search={"constraints": {"min_flops_reduction": 120}}),
                               "search.constraints.min_flops_reduction"),

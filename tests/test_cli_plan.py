@@ -80,3 +80,22 @@ def test_python_api_matches_cli(capsys):
     plan = pdsearch.plan("resnet20", 40, 3, input_size=32)
     _, out, _ = run_cli(["plan", "--model", "resnet20", "--input-size", "32", "--gpr", "40", "--pd", "3", "--json"], capsys)
     assert json.loads(out) == json.loads(json.dumps(plan.to_dict()))
+
+
+def test_plan_a_flops_budget(capsys):
+    code, out, _ = run_cli(["plan", "--model", "resnet20", "--input-size", "32", "--flops-reduction", "50", "--pd", "3",
+                            "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["budget"] == 50 and data["budget_metric"] == "flops"
+    assert abs(data["flops"]["reduction_pct"] - 50) <= 0.5 and 0 < data["gpr"] < 50
+    code, out, _ = run_cli(["plan", "--model", "resnet20", "--input-size", "32", "--params-reduction", "40"], capsys)
+    assert code == 0 and "params -40%" in out and "homogeneous equivalent" in out
+
+
+def test_plan_grid_over_budgets(tmp_path, capsys):
+    csv = tmp_path / "grid.csv"
+    code, out, _ = run_cli(["plan", "--model", "resnet20", "--input-size", "32", "--grid", "--flops-reductions",
+                            "30,50,70", "--pds", "1,2,5", "--csv", str(csv)], capsys)
+    table = pd.read_csv(csv)
+    assert code == 0 and len(table) == 9 and "budget %" in out
+    assert ((table["flops_reduction_pct"] - table["budget"]).abs() <= 0.5).all()

@@ -1,0 +1,204 @@
+"""Allocators: budgets met on built models, the registry, sensitivity and loss-aware allocation."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from pdsearch.cost import count_cost
+from pdsearch.errors import PdsearchError
+from pdsearch.planning import Planner, plan
+from pdsearch.policy import ALLOCATORS, Policy, SensitivityProfile
+from pdsearch.policy.allocators import Allocator, register
+from pdsearch.policy.allocators.loss_aware import LossAwareSettings
+from pdsearch.pruning import analyze, prune
+
+PDS = ["PD1", "PD2", "PD3", "PD4", "PD5"]
+# residual (resnet18/50, regnet with grouped convs), depthwise (mobilenet_v2/v3, efficientnet), plain (vgg11_bn)
+ARCHITECTURES = [("resnet18", 64), ("resnet50", 64), ("mobilenet_v2", 64), ("mobilenet_v3_small", 64),
+                 ("regnet_x_400mf", 64), ("efficientnet_b0", 64), ("vgg11_bn", 32)]
+
+
+def reduction(p, metric):
+    return (p.flops if metric == "flops" else p.params)["reduction_pct"]
+
+
+@pytest.mark.parametrize("model,size", ARCHITECTURES)
+def test_data_free_allocators_meet_budgets_within_half_a_point(planners, model, size):
+    planner = planners(model, size)
+    shapes = [{"pd": pd} for pd in PDS] + [{"pd": None, "slope": 0.4, "curvature": -0.3}]
+    for metric in ("flops", "params"):
+        for budget in (30, 50, 70):
+            for shape in shapes:
+                p = planner.plan(Policy(budget=budget, budget_metric=metric, **shape))
+                assert abs(reduction(p, metric) - budget) <= 0.5, (model, metric, budget, shape, reduction(p, metric))
+                # the equivalent GPR is the homogeneous rate of the same cost (to a channel: grouped convs step coarsely)
+                same = planner.plan(Policy(gpr=p.gpr, pd="PD1"))
+                assert abs(reduction(same, metric) - budget) <= 3.0
+
+
+@pytest.mark.parametrize("model,size,pd", [("resnet18", 64, "PD3"), ("mobilenet_v2", 64, "PD5")])
+def test_budget_holds_on_the_really_pruned_model(planners, model, size, pd):
+    planner = planners(model, size)
+    p = planner.plan(Policy(budget=50, budget_metric="flops", pd=pd))
+    pruned = prune(analyze(copy.deepcopy(planner.structure.model), size), p.rates)
+    counted = count_cost(pruned, planner.structure.example_input)
+    measured = 100 * (1 - counted.flops / planner.cost_model.base.flops)
+    assert abs(measured - 50) <= 0.5 and counted.flops == pytest.approx(p.flops["pruned"], rel=1e-3)
+
+
+def test_flexiprune_tables_meet_budgets_within_a_point(planners):
+    planner = planners("vgg16")
+    for metric in ("flops", "params"):
+        for budget in (30, 50, 70):
+            for pd in PDS:
+                p = planner.plan(Policy(budget=budget, budget_metric=metric, pd=pd, mode="flexiprune"))
+                assert abs(reduction(p, metric) - budget) <= 1.0
+                assert all(round(r * 100, 6).is_integer() for r in p.rates[:-2])  # table rates stay whole percents
+
+
+def test_unreachable_budget_names_the_best_reachable_value(planners):
+    with pytest.raises(PdsearchError, match=r"unreachable .* the most this model allows is 9\d\.\d\d%"):
+        planners("resnet20").plan(Policy(budget=99.9, pd="PD2"))
+
+
+def test_policy_takes_a_gpr_or_a_budget():
+    with pytest.raises(PdsearchError, match="not both"):
+        Policy(gpr=30, budget=50)
+    with pytest.raises(PdsearchError, match="not neither"):
+        Policy(pd="PD1")
+    with pytest.raises(PdsearchError, match=r"budget must be a number in \(0, 100\)"):
+        Policy(budget=100)
+    with pytest.raises(PdsearchError, match="budget metric"):
+        Policy(budget=50, budget_metric="latency")
+    assert Policy.from_json(Policy(budget=40, pd="sensitivity", options={"blend": 0.2}).to_json()).options == {"blend": 0.2}
+
+
+def test_plan_api_takes_budgets():
+    p = plan("resnet20", flops_reduction=40, pd=3, input_size=32)
+    assert abs(p.flops["reduction_pct"] - 40) <= 0.5 and p.to_dict()["budget"] == 40
+    with pytest.raises(PdsearchError, match="not both"):
+        plan("resnet20", gpr=30, params_reduction=40, input_size=32)
+
+
+def test_data_driven_allocators_refuse_to_plan_without_measurements(planners):
+    with pytest.raises(PdsearchError, match="sensitivity profile"):
+        planners("resnet20").plan(Policy(budget=40, pd="sensitivity"))
+    with pytest.raises(PdsearchError, match="trained baseline"):
+        planners("resnet20").plan(Policy(budget=40, pd="loss_aware"))
+
+
+def test_a_new_allocator_is_one_class_and_one_registry_line(planners):
+    """Registered, it is a PD of its own: Policy, planning and the budget solve take it."""
+    from pdsearch.policy.budget import bisect, refine
+
+    class DeepFirst(Allocator):  # prune the deepest groups hardest: rates grow as depth squared
+        name = "deep_first"
+
+        def rates(self, policy, problem):
+            goal = problem.goal(policy)
+            _, rates = bisect(lambda t: np.clip(t * problem.positions ** 2 * 2, 0, policy.max_rate), goal, problem.space)
+            return refine(rates, goal, problem.space)
+
+    register(DeepFirst)
+    try:
+        p = planners("resnet18", 64).plan(Policy(budget=40, pd="deep_first"))
+        assert abs(p.flops["reduction_pct"] - 40) <= 0.5 and p.rates[0] < p.rates[-1]
+    finally:
+        del ALLOCATORS["deep_first"]
+
+
+def synthetic_profile(planner, fragile: int) -> SensitivityProfile:
+    """Every group tolerant except ``fragile``, whose loss climbs steeply."""
+    rates = [round(0.1 * i, 1) for i in range(1, 10)]
+    loss = [[1.0 + (5.0 if g == fragile else 0.2) * r for r in rates] for g in range(len(planner.groups))]
+    return SensitivityProfile(groups=[g.name for g in planner.groups], rates=rates, accuracy=[[90.0] * 9] * len(loss),
+                              loss=loss, base_accuracy=90.0, base_loss=1.0, criterion="l1")
+
+
+def test_sensitivity_spares_the_sensitive_group_and_meets_the_budget(planners):
+    planner = planners("resnet20")
+    profile = synthetic_profile(planner, fragile=3)
+    p = planner.plan(Policy(budget=50, pd="sensitivity"), profile=profile)
+    assert abs(p.flops["reduction_pct"] - 50) <= 0.5
+    assert p.rates[3] == min(p.rates) and p.rates[3] < np.median(p.rates) / 2
+    uniform = planner.plan(Policy(budget=50, pd="sensitivity", options={"blend": 1.0}), profile=profile)
+    assert np.ptp(uniform.rates) < 0.1  # blend 1: homogeneous again, within channel rounding
+
+
+class FakeProbe:
+    """Loss rises by ``cost[g]`` per channel removed from group g, whatever the criterion, except fpgm is free on group 0."""
+
+    def __init__(self, cost):
+        self.cost, self.removed, self.retrains = cost, {}, 0
+
+    def _loss(self, removed):
+        return sum(self.cost[g] * n for g, (c, n) in removed.items() if not (g == 0 and c == "fpgm"))
+
+    def loss(self):
+        return self._loss(self.removed)
+
+    def loss_with(self, group, criterion, removed):
+        return self._loss({**self.removed, group: (criterion, removed)})
+
+    def commit(self, group, criterion, removed):
+        self.removed[group] = (criterion, removed)
+
+    def retrain(self):
+        self.retrains += 1
+
+
+def test_loss_aware_prunes_where_loss_rises_least_and_records_criteria(planners):
+    planner = planners("resnet20")
+    cost = [1.0] * len(planner.groups)
+    cost[5] = 100.0  # a group that must be spared
+    probe = FakeProbe(cost)
+    settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], retrain_every=10, retrain_steps=1)}
+    p = planner.plan(Policy(budget=50, pd="loss_aware"), settings=settings, probe=lambda s: probe)
+    assert abs(p.flops["reduction_pct"] - 50) <= 0.5
+    assert p.rates[5] == 0.0 and p.criteria[0] == "fpgm" and len(p.criteria) == len(planner.groups)
+    assert probe.retrains >= 3 and p.allocation_seconds > 0
+
+
+def test_cosine_criterion_drops_duplicated_filters_first():
+    from pdsearch.pruning.criteria import IMPORTANCES
+
+    conv = torch.nn.Conv2d(3, 6, 3)
+    with torch.no_grad():
+        conv.weight[4] = conv.weight[1] * 2.0  # parallel to filter 1
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    structure = analyze(model, 8)
+    from pdsearch.pruning import full_group
+
+    score = IMPORTANCES["cosine"]()(full_group(structure, structure.groups[0]))
+    assert set(torch.argsort(score)[:2].tolist()) == {1, 4}
+
+
+@pytest.mark.parametrize("model,size", [("resnet20", 32), ("mobilenet_v2", 32), ("small_cnn", 16)])
+def test_switching_channels_off_computes_what_removing_them_does(model, size):
+    """The probe's cheap stand-in for pruning gives the pruned model's outputs exactly."""
+    from pdsearch.models import build_model
+    from pdsearch.probing import ChannelSwitch
+    from pdsearch.pruning import lowest_channels
+    from pdsearch.pruning.criteria import GroupScorer
+
+    torch.manual_seed(0)
+    net = build_model(model, num_classes=10)
+    for m in net.modules():  # non-trivial BatchNorm statistics, so a zero input is not a zero output
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.5, 0.5)
+    net.eval()
+    switch = ChannelSwitch(net, size, 3, torch.device("cpu"))
+    x = torch.randn(4, 3, size, size)
+    for g in range(0, len(switch.groups), 3):  # one group at a time: prune() ranks later groups on a changed model
+        group = switch.groups[g]
+        rates = np.zeros(len(switch.groups))
+        rates[g] = 0.5
+        saved = switch.switch_off(g, lowest_channels(GroupScorer("l1")(switch.full[g]), group, group.channels_to_prune(0.5)))
+        pruned = prune(analyze(copy.deepcopy(net), size), rates, "l1")
+        with torch.no_grad():
+            assert torch.allclose(switch.model.eval()(x), pruned.eval()(x), atol=1e-4), group.name
+        switch.restore(saved)
