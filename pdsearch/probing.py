@@ -138,6 +138,7 @@ class TorchLossProbe:
         self.settings, self.lr = settings, lr
         self.off: dict[int, list[int]] = {}  # group -> channels switched off for good
         self.scores: dict[tuple[int, str], torch.Tensor] = {}  # valid until weights change (retraining)
+        self.losses: dict[tuple[int, tuple[int, ...]], float] = {}  # valid until the next commit
         self.bursts = 0
 
     def loss(self) -> float:
@@ -151,13 +152,18 @@ class TorchLossProbe:
         return lowest_channels(self.scores[g, criterion], self.switch.groups[g], removed, keep=self.off.get(g, []))
 
     def loss_with(self, group: int, criterion: str, removed: int) -> float:
-        saved = self.switch.switch_off(group, self._channels(group, criterion, removed))
-        try:
-            return self.loss()
-        finally:
-            self.switch.restore(saved)
+        channels = self._channels(group, criterion, removed)
+        key = (group, tuple(channels))  # criteria often agree (l1 and l2): measure each channel set once
+        if key not in self.losses:
+            saved = self.switch.switch_off(group, channels)
+            try:
+                self.losses[key] = self.loss()
+            finally:
+                self.switch.restore(saved)
+        return self.losses[key]
 
     def commit(self, group: int, criterion: str, removed: int) -> None:
+        self.losses.clear()
         self.off[group] = self._channels(group, criterion, removed)
         self.switch.switch_off(group, self.off[group])
 
@@ -177,6 +183,7 @@ class TorchLossProbe:
         model.zero_grad(set_to_none=True)
         model.eval()
         self.scores.clear()
+        self.losses.clear()
 
 
 def loss_probe_factory(model: nn.Module, data: DataBundle, lr: float, device: torch.device, seed: int = 0

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, Settings, register
@@ -51,8 +52,22 @@ class SensitivityProfile:
 class SensitivitySettings(Settings):
     blend: Range = Range(low=0.0, high=0.5)  # searched: weight of the uniform rate
     rates: list[float] = [round(0.1 * i, 1) for i in range(1, 10)]
-    bn_batches: int = 10  # training batches that re-estimate BatchNorm statistics per measurement
-    eval_batches: int = 4  # held-out training batches the loss and accuracy are measured on
+    bn_batches: int = Field(10, ge=0)  # training batches that re-estimate BatchNorm statistics per measurement
+    eval_batches: int = Field(4, ge=1)  # held-out training batches the loss and accuracy are measured on
+
+    @field_validator("blend")
+    @classmethod
+    def _blend(cls, value: Range) -> Range:
+        if value.low < 0 or value.high > 1:
+            raise ValueError(f"blend lies in [0, 1] (0: pure sensitivity, 1: homogeneous), got [{value.low:g}, {value.high:g}]")
+        return value
+
+    @field_validator("rates")
+    @classmethod
+    def _rates(cls, value: list[float]) -> list[float]:
+        if not value or value != sorted(set(value)) or not 0 < value[0] <= value[-1] < 1:
+            raise ValueError("rates must be increasing fractions in (0, 1)")
+        return value
 
 
 @register
