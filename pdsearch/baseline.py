@@ -1,16 +1,22 @@
 """The unpruned model every trial starts from: loaded from a checkpoint or trained once.
 
 A trained baseline is cached in the run directory under a key of everything it depends
-on (model, data, training settings), so trials and reruns reuse it.
+on (model, data, training settings), so trials and reruns reuse it. Nothing is loaded
+by unpickling arbitrary objects, which runs whatever code a file carries: the cache is
+safetensors (weights) plus JSON (metadata), and user checkpoints load with torch's
+``weights_only=True`` unless the config says the file is trusted.
 """
 from __future__ import annotations
 
 import json
+import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pdsearch.config import SearchConfig
@@ -29,6 +35,9 @@ def model_and_data(cfg: SearchConfig) -> tuple[nn.Module, DataBundle]:
     return model, data
 
 
+TRUST_KEY = "baseline.trust_checkpoint"
+
+
 def _state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
     if isinstance(obj, nn.Module):
         return obj.state_dict()
@@ -41,20 +50,41 @@ def _state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
     raise PdsearchError("checkpoint holds neither a state_dict nor a model")
 
 
-def load_checkpoint(model: nn.Module, path: str) -> None:
-    if not Path(path).is_file():
+def read_checkpoint(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors file, or a torch file loaded without running its code.
+
+    A state_dict, or a dict wrapping one under ``state_dict``, ``model_state_dict`` or
+    ``model``, loads with ``weights_only=True``. A pickled ``nn.Module`` needs full
+    unpickling, which executes code the file carries: only with ``trust``.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise PdsearchError(f"baseline checkpoint not found: {path}")
     try:
-        state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=False))
-        model.load_state_dict(state)
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        return _state_dict_of(torch.load(path, map_location="cpu", weights_only=not trust))
     except PdsearchError:
         raise
+    except pickle.UnpicklingError as exc:
+        what = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line), "")
+        raise PdsearchError(
+            f"checkpoint {path} needs full unpickling, which runs code stored in the file"
+            + (f" ({what.rstrip('.')})" if what else "")
+            + f": save a state_dict (torch.save(model.state_dict(), path)) or, only for a file you trust, set {TRUST_KEY}: true"
+        ) from None
+    except Exception as exc:
+        raise PdsearchError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+
+
+def load_checkpoint(model: nn.Module, path: str, trust: bool = False) -> None:
+    state = read_checkpoint(path, trust)
+    try:
+        model.load_state_dict(state)
     except RuntimeError as exc:  # missing / unexpected keys, size mismatches
         first = str(exc).strip().splitlines()
         detail = next((line.strip() for line in first[1:] if line.strip()), first[0])
         raise PdsearchError(f"checkpoint {path} does not fit model {type(model).__name__}: {detail}") from None
-    except Exception as exc:
-        raise PdsearchError(f"cannot read checkpoint {path}: {exc}") from None
 
 
 def build_baseline(cfg: SearchConfig, device: torch.device | None = None) -> dict[str, Any]:
@@ -64,7 +94,7 @@ def build_baseline(cfg: SearchConfig, device: torch.device | None = None) -> dic
     model, data = model_and_data(cfg)
     start = time.time()
     if cfg.baseline.checkpoint:
-        load_checkpoint(model, cfg.baseline.checkpoint)
+        load_checkpoint(model, cfg.baseline.checkpoint, cfg.baseline.trust_checkpoint)
         model = prepare(model, device)
     else:
         model = prepare(model, device)
@@ -79,14 +109,36 @@ def build_baseline(cfg: SearchConfig, device: torch.device | None = None) -> dic
     }
 
 
+def _cache(run_dir: Path, key: str) -> tuple[Path, Path]:
+    folder = Path(run_dir) / "baseline"
+    return folder / f"{key}.safetensors", folder / f"{key}.json"
+
+
 def cached_baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / "baseline" / f"{cfg.baseline_key()}.pt"
-    return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+    """The cached baseline for ``cfg``, read without unpickling; None if there is none."""
+    key = cfg.baseline_key()
+    weights, meta = _cache(run_dir, key)
+    if weights.is_file() and meta.is_file():
+        return {**json.loads(meta.read_text()), "state_dict": load_file(str(weights))}
+    legacy = Path(run_dir) / "baseline" / f"{key}.pt"  # written by pdsearch before 0.2
+    if not legacy.is_file():
+        return None
+    try:
+        baseline = torch.load(legacy, map_location="cpu", weights_only=True)
+    except Exception:
+        print(f"pdsearch: note: the cached baseline {legacy} cannot be read without running code: "
+              "it is retrained", file=sys.stderr)
+        return None
+    save_baseline(baseline, run_dir)
+    return baseline
 
 
 def save_baseline(baseline: dict[str, Any], run_dir: Path) -> None:
-    folder = run_dir / "baseline"
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(baseline, folder / f"{baseline['key']}.pt")
+    weights, meta = _cache(run_dir, baseline["key"])
+    weights.parent.mkdir(parents=True, exist_ok=True)
     info = {k: v for k, v in baseline.items() if k != "state_dict"}
-    (folder / "baseline.json").write_text(json.dumps(info, indent=2))
+    tmp = weights.with_suffix(".partial")
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in baseline["state_dict"].items()}, str(tmp))
+    tmp.replace(weights)
+    meta.write_text(json.dumps(info, indent=2))
+    (weights.parent / "baseline.json").write_text(json.dumps(info, indent=2))

@@ -61,7 +61,8 @@ class TrainConfig(_Section):
 
 
 class BaselineConfig(TrainConfig):
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = None  # a state_dict (.pt/.pth, loaded weights_only) or .safetensors
+    trust_checkpoint: bool = False  # allow full unpickling, which RUNS CODE stored in the checkpoint
     epochs: int = Field(15, ge=1)
     lr: float = Field(0.05, gt=0, le=10)
 
@@ -274,7 +275,8 @@ class SearchConfig(_Section):
 
     def baseline_key(self) -> str:
         """What the baseline depends on: model, data and its own training."""
-        spec = {"model": self.model.model_dump(), "data": self.data.model_dump(), "baseline": self.baseline.model_dump()}
+        baseline = self.baseline.model_dump(exclude={"trust_checkpoint"})  # how a file is read is not what it holds
+        spec = {"model": self.model.model_dump(), "data": self.data.model_dump(), "baseline": baseline}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -60,7 +60,7 @@ def preflight(cfg: SearchConfig) -> dict[str, Any]:
     if policy.allocator.needs == "structure":
         planner.plan(policy)
     if cfg.baseline.checkpoint:
-        load_checkpoint(model, cfg.baseline.checkpoint)
+        load_checkpoint(model, cfg.baseline.checkpoint, cfg.baseline.trust_checkpoint)
     base = planner.cost_model.base
     return {
         "name": cfg.model.name, "input_size": data.input_size, "in_channels": data.in_channels,

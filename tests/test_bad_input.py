@@ -41,6 +41,14 @@ def other_architecture_checkpoint(tmp_path) -> list[str]:
     return search(tmp_path, baseline={"checkpoint": str(path)})
 
 
+def checkpoint_that_runs_code(tmp_path) -> list[str]:
+    from pdsearch.models import build_model
+
+    path = tmp_path / "module.pt"
+    torch.save(build_model("small_cnn", num_classes=10, in_channels=1, width=8), path)  # a pickled nn.Module
+    return search(tmp_path, baseline={"checkpoint": str(path)})
+
+
 def unwritable_run_dir(tmp_path) -> list[str]:
     (tmp_path / "a_file").write_text("")  # root can write anywhere, but not below a file
     return ["search", config(tmp_path), "--run-dir", str(tmp_path / "a_file" / "run")]
@@ -113,6 +121,7 @@ CASES = {
                              "cifar10 not found under"),
     "missing checkpoint": (lambda t: search(t, baseline={"checkpoint": str(t / "nope.pt")}), "baseline checkpoint not found"),
     "checkpoint of another architecture": (other_architecture_checkpoint, "does not fit model"),
+    "checkpoint that needs unpickling": (checkpoint_that_runs_code, "needs full unpickling, which runs code"),
     "unprunable model": (lambda t: search(t, model={"name": "shufflenet_v2_x0_5", "kwargs": {}}, data={"input_size": 32}),
                          "cannot be pruned structurally"),
     "unwritable run directory": (unwritable_run_dir, "is not writable"),
