@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Sequence
 
-from pdsearch.errors import PdsearchError
+from pdsearch.errors import Interrupted, PdsearchError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,9 +99,11 @@ def _grid_amount(args: argparse.Namespace) -> dict:
 def _print_front(result: dict) -> None:
     base = result["baseline"]
     trials, front = result["trials"], result["pareto"]
-    ok = int((trials["status"] == "ok").sum()) if len(trials) else 0
+    counts = trials["status"].value_counts() if len(trials) else {}
+    ok, unbuildable = int(counts.get("ok", 0)), int(counts.get("infeasible", 0))
     print(f"\nbaseline: val {base['val_accuracy']:.2f}%  test {base['test_accuracy']:.2f}%")
-    print(f"trials: {len(trials)} ({ok} completed, {len(trials) - ok} failed)" +
+    print(f"trials: {len(trials) - unbuildable} ({ok} completed, {len(trials) - ok - unbuildable} failed)" +
+          (f"; {unbuildable} policies could not be built and were not run" if unbuildable else "") +
           (f" in {result['seconds']:.0f} s" if result.get("seconds") else ""))
     if not len(front):
         print("Pareto front: empty (no completed trial meets the constraints)")
@@ -141,6 +143,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from pdsearch.reporting import report
 
     rep = report(args.run_dir, out=args.out, source=args.source)
+    _note(rep.note)
     print(f"Pareto front: {len(rep.front)} policies, hypervolume {rep.hypervolume:.4f}")
     print(f"report: {rep.html}\n        {rep.markdown}")
     print("plots:  " + "\n        ".join(str(p) for p in rep.plots.values()))
@@ -155,8 +158,14 @@ def _cmd_select(args: argparse.Namespace) -> int:
         min_params_reduction=args.min_params_reduction, prefer=args.prefer, export=args.export,
         finetune_epochs=args.finetune_epochs, source=args.source, trial=args.trial,
     )
+    _note(chosen.note)
     print(describe(chosen))
     return 0
+
+
+def _note(text: str) -> None:
+    if text:
+        print(f"pdsearch: note: {text}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
+    except Interrupted as exc:
+        print(f"pdsearch: {exc}", file=sys.stderr)
+        return exc.exit_code
     except PdsearchError as exc:
         print(f"pdsearch: error: {exc}", file=sys.stderr)
         return exc.exit_code

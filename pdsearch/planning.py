@@ -81,6 +81,12 @@ class Planner:
         self.structure: ModelStructure = analyze(model, input_size, in_channels)
         self.cost_model = CostModel(self.structure)
 
+    @classmethod
+    def from_info(cls, name: str, info: dict[str, Any], model_kwargs: dict[str, Any] | None = None) -> "Planner":
+        """The model's analysis from a run's model.json (input size, channels, classes): no data needed."""
+        return cls(name, num_classes=info["num_classes"], input_size=info["input_size"],
+                   in_channels=info["in_channels"], model_kwargs=model_kwargs)
+
     @property
     def groups(self):
         return self.structure.groups

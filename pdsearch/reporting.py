@@ -45,6 +45,7 @@ class Report:
     hypervolume: float
     front: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    note: str = ""  # why the study was read rather than trials.csv
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, source: str = "auto") -> Report:
@@ -95,7 +96,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(_markdown(title, sections))
     page.write_text(_html(title, sections, plots))
-    return Report(page, markdown, plots, hv, front, tables)
+    return Report(page, markdown, plots, hv, front, tables, run.note)
 
 
 # ---- tables -------------------------------------------------------------------------------

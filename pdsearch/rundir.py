@@ -7,7 +7,9 @@ a running one or one that crashed, from trials.csv or, if it is gone, from the s
 """
 from __future__ import annotations
 
+import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ TRIALS_CSV, PARETO_CSV, CONFIG_YAML, STUDY_DB = "trials.csv", "pareto.csv", "con
 MODEL_JSON, POLICY_JSON, BASELINE_JSON = "model.json", "policy.json", "baseline/baseline.json"
 SENSITIVITY_CSV, SENSITIVITY_PNG = "sensitivity.csv", "sensitivity.png"
 METRICS_ATTR = "metrics"  # the Optuna user attribute holding a trial's metrics
+INFEASIBLE_ATTR = "infeasible"  # ... and why a policy could not be built (it never ran)
 NUMERIC_COLUMNS = [
     "gpr", "budget", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
     "accuracy_before_finetune", "acc_drop", "acc_drop_std", "flops", "params", "flops_reduction_pct",
@@ -49,6 +52,7 @@ class Run:
     cfg: SearchConfig
     trials: pd.DataFrame  # one row per finished trial (status ok, failed or error)
     source: str  # "trials.csv" or "study"
+    note: str  # why the study was read although trials.csv exists ("" otherwise)
     model: dict[str, Any]  # model.json: name, base flops/params, layers (name, position, channels)
     baseline: dict[str, Any] | None  # baseline.json: accuracies of the unpruned model
 
@@ -83,13 +87,75 @@ def load_run(run_dir: str | Path, source: str = "auto") -> Run:
         raise PdsearchError(f"source must be auto, csv or study, got {source!r}")
     run_dir, cfg, model = read_setup(run_dir)
     has_csv = (run_dir / TRIALS_CSV).is_file()
-    if source == "csv" or (source == "auto" and has_csv):
+    requested, note = source, ""
+    if requested == "csv" or (requested == "auto" and has_csv):
         if not has_csv:
             raise PdsearchError(f"{run_dir} has no {TRIALS_CSV} yet: no trial has finished")
-        trials, source = pd.read_csv(run_dir / TRIALS_CSV, keep_default_na=False), "trials.csv"
+        trials, source = read_trials(run_dir / TRIALS_CSV), "trials.csv"
+        if requested == "auto":  # a truncated or lagging trials.csv: the study is the record of what ran
+            try:
+                from_study = trials_from_study(cfg, run_dir)
+            except PdsearchError:
+                from_study = trials
+            if len(from_study) > len(trials):
+                note = (f"{TRIALS_CSV} has {len(trials)} trials, the study {len(from_study)} finished ones: "
+                        "reading the study")
+                trials, source = from_study, "study"
     else:
         trials, source = trials_from_study(cfg, run_dir), "study"
-    return Run(run_dir, cfg, _typed(trials), source, model, _read_json(run_dir / BASELINE_JSON))
+    return Run(run_dir, cfg, _typed(trials), source, note, model, _read_json(run_dir / BASELINE_JSON))
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """trials.csv as written (append-only): the last row of each trial wins, rows that do not parse are skipped."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype={"trial_id": str}, on_bad_lines="skip")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    if "trial_id" not in frame.columns:
+        return pd.DataFrame()
+    return frame.drop_duplicates("trial_id", keep="last").reset_index(drop=True)
+
+
+class TrialTable:
+    """trials.csv, one row appended per finished trial: recording costs the same at trial 10 and 10,000.
+
+    The header is read from the file on each append (one line), so the Tune callback and
+    the searcher (which records infeasible policies) can both append. A row with a column
+    the header lacks widens the file once; a trial recorded again (rerun after a resume)
+    appends a newer row, which readers prefer and ``compact`` keeps.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _header(self) -> list[str]:
+        try:
+            with open(self.path, newline="") as f:
+                return next(csv.reader(f), [])
+        except FileNotFoundError:
+            return []
+
+    def append(self, row: dict[str, Any]) -> None:
+        header = self._header()
+        if not header or not set(row) <= set(header):
+            frame = read_trials(self.path) if header else pd.DataFrame()
+            self._write(ordered(pd.concat([frame, pd.DataFrame([row])], ignore_index=True)))
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=header, restval="").writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def compact(self) -> None:
+        """Rewrite with one row per trial (at the end of a search)."""
+        if self.path.is_file():
+            self._write(ordered(read_trials(self.path)))
+
+    def _write(self, frame: pd.DataFrame) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, self.path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -122,11 +188,14 @@ def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
         if "repeat_of" in t.user_attrs:  # a re-proposed policy, told its twin's result
             continue
         metrics = dict(t.user_attrs.get(METRICS_ATTR, {}))
-        ok = t.state == optuna.trial.TrialState.COMPLETE and metrics.get("status", "ok") == "ok"
         row = {"trial_id": t.user_attrs.get("tune_trial_id", f"optuna-{t.number}"),
-               **policy_fields(space.policy(t.params)), **metrics}
-        row.update(status="ok" if ok else "failed",
-                   failure_reason="" if ok else t.user_attrs.get("failure_reason", "trial raised an error"))
+               **t.params, **policy_fields(space.policy(t.params)), **metrics}
+        if INFEASIBLE_ATTR in t.user_attrs:  # planned on the driver, never run
+            row.update(trial_id=f"infeasible-{t.number}", status="infeasible", failure_reason=t.user_attrs[INFEASIBLE_ATTR])
+        elif t.state == optuna.trial.TrialState.COMPLETE and metrics.get("status", "ok") == "ok":
+            row.update(status="ok", failure_reason="")
+        else:
+            row.update(status="failed", failure_reason=t.user_attrs.get("failure_reason", "trial raised an error"))
         rows.append(row)
     return ordered(pd.DataFrame(rows)) if rows else pd.DataFrame()
 

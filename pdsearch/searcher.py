@@ -1,8 +1,11 @@
-"""The Optuna/Tune glue: OptunaSearch that tells Optuna about failures, constraints and repeats."""
+"""The Optuna/Tune glue: OptunaSearch that tells Optuna about failures, constraints, repeats and
+policies that cannot be built."""
 from __future__ import annotations
 
 import json
+import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -10,9 +13,15 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from pdsearch.config import SearchConfig
+from pdsearch.errors import PdsearchError
+from pdsearch.planning import Planner
+from pdsearch.policy import SensitivityProfile, goal_of
 from pdsearch.recording import TUNE_FIELDS
-from pdsearch.rundir import METRICS_ATTR
-from pdsearch.space import SearchSpace
+from pdsearch.rundir import INFEASIBLE_ATTR, METRICS_ATTR, TRIALS_CSV, TrialTable
+from pdsearch.space import SearchSpace, policy_fields
+
+logger = logging.getLogger(__name__)
+UNBUILDABLE = 100.0  # the constraint violation of a policy that cannot be built: worse than any measured miss
 
 
 class PolicySearcher(OptunaSearch):
@@ -25,13 +34,60 @@ class PolicySearcher(OptunaSearch):
 
     MAX_REDRAWS = 50
 
-    def __init__(self, *args: Any, cfg: SearchConfig, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, cfg: SearchConfig, model_info: dict[str, Any], run_dir: Path,
+                 profile: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cfg = cfg
+        self._search_space = SearchSpace(cfg)
+        self._model_info = model_info
+        self._profile = profile
+        self._table = TrialTable(Path(run_dir) / TRIALS_CSV)
         self._policies: dict[str, str] = {}  # policy key -> Tune trial id that runs it
         self._results: dict[str, tuple[list[float], dict[str, float]]] = {}  # policy key -> values, constraints
-        self._resumed = False
-        self._budget = SearchSpace(cfg).size()
+        self._finished_before_resume: set[int] = set()
+        self._budget = self._search_space.size()
+        self._planner: Planner | None = None  # built on first use; never pickled with Tune's state
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_planner"}
+
+    def save(self, checkpoint_path: str) -> None:
+        planner, self._planner = self._planner, None
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self._planner = planner
+
+    def _unbuildable(self, params: dict[str, Any]) -> str:
+        """Why this policy cannot be built ('' if it can): planned on the driver, in milliseconds.
+
+        Shapes and tables are planned in full (sensitivity too, with the profile); an
+        allocator that measures inside the trial is checked for a reachable budget.
+        """
+        if getattr(self, "_planner", None) is None:
+            self._planner = Planner.from_info(self._cfg.model.name, self._model_info, self._cfg.model.kwargs)
+        try:
+            policy = self._search_space.policy(params)
+            needs = policy.allocator.needs
+            if needs == "structure" or (needs == "sensitivity" and self._profile):
+                profile = SensitivityProfile.from_dict(self._profile) if self._profile else None
+                self._planner.plan(policy, settings=self._cfg.space.settings(), profile=profile)
+            else:
+                space = self._planner.cost_space(policy.max_rate)
+                space.check(goal_of(policy, space))
+        except PdsearchError as exc:
+            return str(exc)
+        return ""
+
+    def _tell_unbuildable(self, ot_trial: optuna.trial.Trial, params: dict[str, Any], reason: str) -> None:
+        """Told as a complete but infeasible trial, so samplers learn the boundary; recorded, never run."""
+        worst = {"accuracy": 0.0, "flops": float(self._model_info["flops"]), "params": float(self._model_info["params"])}
+        ot_trial.set_user_attr(INFEASIBLE_ATTR, reason)
+        ot_trial.set_constraint("buildable", UNBUILDABLE)
+        self._ot_study.tell(ot_trial, [worst[m] for m in self.metric])
+        row = {"trial_id": f"infeasible-{ot_trial.number}", "status": "infeasible", "failure_reason": reason[:300],
+               **params, **policy_fields(self._search_space.policy(params))}
+        self._table.append(row)
 
     @staticmethod
     def _key(params: dict[str, Any]) -> str:
@@ -45,28 +101,39 @@ class PolicySearcher(OptunaSearch):
         """
         if len(self._policies) >= self._budget:  # after a resume, the study may hold more than Tune knows
             return Searcher.FINISHED
+        reason = ""
         for _ in range(self.MAX_REDRAWS):
             params = super().suggest(trial_id)
             key = self._key(params)
-            if key not in self._policies:
+            if key in self._policies:
+                self._tell_repeat(self._ot_trials.pop(trial_id), key)
+                continue
+            reason = self._unbuildable(params)
+            if not reason:
                 break
-            ot_trial = self._ot_trials.pop(trial_id)
-            ot_trial.set_user_attr("repeat_of", self._policies[key])
-            if key in self._results:
-                values, constraints = self._results[key]
-                for name, value in constraints.items():
-                    ot_trial.set_constraint(name, value)
-                self._ot_study.tell(ot_trial, values)
-            else:  # its twin is still running
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            self._tell_unbuildable(self._ot_trials.pop(trial_id), params, reason)
+        else:
+            if reason:  # draw after draw cannot be built: the space is the problem
+                logger.warning("the last %d policies drawn could not be built; ending the search", self.MAX_REDRAWS)
+                return Searcher.FINISHED
+            params = super().suggest(trial_id)  # space exhausted: run a repeat rather than nothing
         self._policies.setdefault(self._key(params), trial_id)
         return params
 
+    def _tell_repeat(self, ot_trial: optuna.trial.Trial, key: str) -> None:
+        """A repeat of a finished policy is told its known result, so the sampler learns at no cost."""
+        ot_trial.set_user_attr("repeat_of", self._policies[key])
+        if key in self._results:
+            values, constraints = self._results[key]
+            for name, value in constraints.items():
+                ot_trial.set_constraint(name, value)
+            self._ot_study.tell(ot_trial, values)
+        else:  # its twin is still running
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+
     def _finished_in_study(self, ot_trial: optuna.trial.Trial) -> bool:
         """True for a trial told before the driver died but after Tune's last checkpoint."""
-        if not self._resumed:
-            return False
-        return self._ot_study.get_trials(deepcopy=False)[ot_trial.number].state.is_finished()
+        return ot_trial.number in self._finished_before_resume
 
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         """After a driver crash, trust the study over the checkpoint, which may lag behind it.
@@ -75,10 +142,11 @@ class PolicySearcher(OptunaSearch):
         dead driver had started but no restored Tune trial will finish are failed.
         """
         super().restore_from_dir(checkpoint_dir)
-        self._resumed = True
         known = {t.number for t in self._ot_trials.values()}
         for frozen in self._ot_study.get_trials(deepcopy=False):
-            if "repeat_of" in frozen.user_attrs:
+            if frozen.state.is_finished():
+                self._finished_before_resume.add(frozen.number)
+            if "repeat_of" in frozen.user_attrs or INFEASIBLE_ATTR in frozen.user_attrs:
                 continue
             key = self._key(frozen.params)
             if frozen.state == optuna.trial.TrialState.RUNNING and frozen.number not in known:

@@ -11,11 +11,14 @@ in searcher.py, trials.csv in recording.py, the Ray connection in cluster.py.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import optuna
 import ray
@@ -26,12 +29,13 @@ from ray.tune.schedulers import FIFOScheduler
 from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
 from pdsearch.cluster import concurrency, connect, probe_address
 from pdsearch.config import OBJECTIVES, SearchConfig, load_config, parse_config, with_overrides
-from pdsearch.errors import PdsearchError
+from pdsearch.errors import Interrupted, PdsearchError
+from pdsearch.locking import run_lock
 from pdsearch.planning import Planner
 from pdsearch.policy import goal_of
 from pdsearch.policy.allocators import SensitivityProfile
 from pdsearch.recording import TrialRecorder
-from pdsearch.rundir import CONFIG_YAML, MODEL_JSON, PARETO_CSV, TRIALS_CSV, load_run, storage_url
+from pdsearch.rundir import CONFIG_YAML, MODEL_JSON, PARETO_CSV, TRIALS_CSV, TrialTable, load_run, storage_url
 from pdsearch.searcher import PolicySearcher
 from pdsearch.profiling import cached_profile, compute_profile, needs_profile, save_profile
 from pdsearch.space import SearchSpace
@@ -41,6 +45,8 @@ from pdsearch.trial import run_trial
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Save the experiment state (what `resume` restores) every 5 s instead of Tune's 10 s or more.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# SIGINT is handled here (with SIGTERM), then handed to Tune's graceful stop (its SIGUSR1 handler).
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def preflight(cfg: SearchConfig) -> dict[str, Any]:
@@ -89,13 +95,6 @@ def _reporter() -> tune.ProgressReporter:
 
 
 def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any]) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise PdsearchError(f"run directory {run_dir} is not writable: {exc.strerror or exc}") from None
     if (run_dir / TRIALS_CSV).exists():
         raise PdsearchError(f"run directory {run_dir} already holds a search: choose a new --run-dir")
     (run_dir / CONFIG_YAML).write_text(cfg.to_yaml())
@@ -129,6 +128,34 @@ def tune_path(cfg: SearchConfig, run_dir: Path) -> str:
     return cfg.search.tune_storage or str(run_dir / "tune")
 
 
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM stop scheduling gracefully: running trials are saved by Tune as it does.
+
+    Yields the signals received. A second signal, or one before Tune runs, stops at once.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def stop(signum: int, frame) -> None:
+        first = not received
+        received.append(signum)
+        tune_listens = callable(signal.getsignal(signal.SIGUSR1))  # Tune's stop handler, while it runs
+        if first and tune_listens:
+            signal.raise_signal(signal.SIGUSR1)
+        else:
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
     run_dir = run_dir.resolve()
     model_info = preflight(cfg)
@@ -137,35 +164,52 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
         raise PdsearchError(f"{run_dir} has no Ray Tune state to resume at {experiment} "
                             "(the search stopped before its first checkpoint): start a new search")
     probe_address(address)
-    if not resume:
-        _prepare_run_dir(cfg, run_dir, model_info)
-    started = connect(address)
-    try:
-        start = time.time()
-        baseline = _baseline(cfg, run_dir)
-        profile = _profile(cfg, run_dir, baseline)
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json", by_alias=True), baseline=baseline,
-                                 profile=profile),
-            {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
-        )
-        if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun
-            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
-        else:
-            tuner = _new_tuner(cfg, run_dir, trainable)
-        tuner.fit()
+    with run_lock(run_dir, "pdsearch resume" if resume else "pdsearch search"):
+        if not resume:
+            _prepare_run_dir(cfg, run_dir, model_info)
+        started, received = False, []
+        try:
+            started = connect(address)
+            with _stop_signals() as received:  # after ray.init, which installs a SIGTERM handler of its own
+                start = time.time()
+                baseline = _baseline(cfg, run_dir)
+                profile = _profile(cfg, run_dir, baseline)
+                trainable = tune.with_resources(
+                    tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json", by_alias=True),
+                                         baseline=baseline, profile=profile),
+                    {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
+                )
+                if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun
+                    tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+                else:
+                    tuner = _new_tuner(cfg, run_dir, trainable, model_info, profile)
+                tuner.fit()
+        except KeyboardInterrupt:
+            received = received or [signal.SIGINT]
+        finally:
+            if started:
+                ray.shutdown()
+        TrialTable(run_dir / TRIALS_CSV).compact()
+        if received:
+            raise Interrupted(_interrupted(cfg, run_dir), received[0])
         return summarize(run_dir, baseline, seconds=time.time() - start)
-    finally:
-        if started:
-            ray.shutdown()
 
 
-def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable) -> tune.Tuner:
+def _interrupted(cfg: SearchConfig, run_dir: Path) -> str:
+    trials = load_run(run_dir).trials if (run_dir / TRIALS_CSV).is_file() else []
+    done = int((trials["status"] != "infeasible").sum()) if len(trials) else 0
+    return (f"interrupted after {done} of {SearchSpace(cfg).size()} trials; "
+            f"continue with: pdsearch resume {run_dir}")
+
+
+def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str, Any],
+               profile: dict[str, Any] | None) -> tune.Tuner:
     space = SearchSpace(cfg)
     objectives = cfg.search.objectives
     searcher = PolicySearcher(
         space=space, metric=objectives, mode=[OBJECTIVES[o] for o in objectives], sampler=space.sampler(),
         study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
+        model_info=model_info, run_dir=run_dir, profile=profile,
     )
     run_config = tune.RunConfig(
         name=cfg.name, storage_path=tune_path(cfg, run_dir), callbacks=[TrialRecorder(run_dir)],

@@ -8,6 +8,7 @@ The model is saved with ``torch.export``, so plain torch loads it without pdsear
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 
 from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, SearchConfig, override_constraints
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
+from pdsearch.locking import run_lock
 from pdsearch.planning import Plan, Planner
 from pdsearch.policy import Policy
 from pdsearch.rundir import POLICY_JSON, Run, load_run
@@ -40,6 +42,7 @@ class Selection:
     front: pd.DataFrame  # the feasible Pareto front it was picked from
     record: dict[str, Any]  # what policy.json holds
     path: Path  # policy.json
+    note: str = ""  # why the study was read rather than trials.csv
 
 
 def select(
@@ -100,11 +103,12 @@ def select(
                       "reason": why},
         "export": None,
     }
-    if export:
-        record["export"] = export_model(run, policy, plan, export, finetune_epochs, record)
     path = run.run_dir / POLICY_JSON
-    path.write_text(json.dumps(record, indent=2))
-    return Selection(policy, dict(row), plan, why, constraints, front, record, path)
+    with run_lock(run.run_dir, "pdsearch select --export") if export else contextlib.nullcontext():
+        if export:
+            record["export"] = export_model(run, policy, plan, export, finetune_epochs, record)
+        path.write_text(json.dumps(record, indent=2))
+    return Selection(policy, dict(row), plan, why, constraints, front, record, path, run.note)
 
 
 def pick(front: pd.DataFrame, prefer: str, objectives: list[str]) -> tuple[pd.Series, str]:
@@ -152,9 +156,7 @@ def recorded_plan(run: Run, row: pd.Series) -> tuple[Policy, Plan]:
     """The trial's policy and the rates (and criteria) it recorded: a data-driven allocation is never re-planned."""
     policy = SearchSpace(run.cfg).policy_of_row(row)
     criteria = json.loads(row["criteria"]) if isinstance(row.get("criteria"), str) and row["criteria"] else None
-    m = run.model  # the model's analysis from model.json's shapes: no data needed
-    planner = Planner(run.cfg.model.name, num_classes=m["num_classes"], input_size=m["input_size"],
-                      in_channels=m["in_channels"], model_kwargs=run.cfg.model.kwargs)
+    planner = Planner.from_info(run.cfg.model.name, run.model, run.cfg.model.kwargs)
     plan = planner.plan_rates(policy, json.loads(row["rates"]), criteria)
     plan.gpr = float(row["gpr"])
     return policy, plan

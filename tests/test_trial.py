@@ -65,9 +65,13 @@ def test_other_errors_propagate(baseline, monkeypatch):
         run_trial({"gpr": 30.0, "pd": "PD1"}, tiny_config(), baseline, CPU)
 
 
-def make_searcher(cfg):
+TINY_MODEL = {"name": "small_cnn", "input_size": 8, "in_channels": 1, "num_classes": 10, "flops": 1e5, "params": 1e4}
+
+
+def make_searcher(cfg, run_dir):
     return PolicySearcher(space=SearchSpace(cfg), metric=["accuracy", "flops", "params"], mode=["max", "min", "min"],
-                          sampler=optuna.samplers.RandomSampler(seed=0), cfg=cfg)
+                          sampler=optuna.samplers.RandomSampler(seed=0), cfg=cfg, model_info=TINY_MODEL,
+                          run_dir=run_dir)
 
 
 def result(status="ok", acc=95.0, drop=1.0, red=50.0):
@@ -75,9 +79,9 @@ def result(status="ok", acc=95.0, drop=1.0, red=50.0):
             "flops_reduction_pct": red, "params_reduction_pct": red, "failure_reason": "" if status == "ok" else "diverged: nan"}
 
 
-def test_searcher_tells_failures_as_fail_and_sets_constraints():
+def test_searcher_tells_failures_as_fail_and_sets_constraints(tmp_path):
     cfg = tiny_config(search={"constraints": {"max_acc_drop": 2.0, "min_flops_reduction": 40}})
-    searcher = make_searcher(cfg)
+    searcher = make_searcher(cfg, tmp_path)
     for tid in ("a", "b", "c", "d"):
         searcher.suggest(tid)
     searcher.on_trial_complete("a", result())
@@ -93,9 +97,9 @@ def test_searcher_tells_failures_as_fail_and_sets_constraints():
     assert [t.user_attrs["tune_trial_id"] for t in searcher._ot_study.best_trials] == ["a"]  # d is infeasible
 
 
-def test_searcher_does_not_rerun_a_policy():
+def test_searcher_does_not_rerun_a_policy(tmp_path):
     cfg = tiny_config(space={"gpr": {"values": [20]}, "pd": [1, 2]})
-    searcher = make_searcher(cfg)
+    searcher = make_searcher(cfg, tmp_path)
     first = searcher.suggest("t1")
     searcher.on_trial_complete("t1", result())
     second = searcher.suggest("t2")
