@@ -60,6 +60,12 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
 
 
+class FinetuneConfig(TrainConfig):
+    # Adaptive BatchNorm (EagleEye): statistics re-estimated on this many training batches after
+    # pruning, before the screening accuracy (accuracy_before_finetune) is measured; 0 turns it off.
+    bn_recalibration_batches: int = Field(20, ge=0)
+
+
 class BaselineConfig(TrainConfig):
     checkpoint: Optional[str] = None  # a state_dict (.pt/.pth, loaded weights_only) or .safetensors
     trust_checkpoint: bool = False  # allow full unpickling, which RUNS CODE stored in the checkpoint
@@ -236,8 +242,17 @@ class Constraints(_Section):
         return ", ".join(parts) or "no constraints"
 
 
+class FidelityConfig(_Section):
+    """MO-ASHA's rungs: fine-tune epochs min_epochs·eta^k below finetune.epochs (0: the screening)."""
+
+    min_epochs: int = Field(1, ge=0)
+    eta: float = Field(3.0, gt=1)
+
+
 class SearchSettings(_Section):
     sampler: Literal["nsga2", "tpe", "gp", "random", "grid"] = "nsga2"
+    scheduler: Literal["fifo", "mo_asha"] = "fifo"  # mo_asha: stop unpromising trials at rungs
+    fidelity: FidelityConfig = FidelityConfig()
     num_trials: int = Field(24, ge=1)
     seed: int = 0
     objectives: list[Literal["accuracy", "flops", "params"]] = ["accuracy", "flops", "params"]
@@ -268,10 +283,17 @@ class SearchConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     baseline: BaselineConfig = BaselineConfig()
-    finetune: TrainConfig = TrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     space: SpaceConfig = SpaceConfig()
     search: SearchSettings = SearchSettings()
     resources: Resources = Resources()
+
+    @model_validator(mode="after")
+    def _rungs(self) -> "SearchConfig":
+        if self.search.scheduler == "mo_asha" and self.search.fidelity.min_epochs >= self.finetune.epochs:
+            raise ValueError(f"search.fidelity.min_epochs ({self.search.fidelity.min_epochs}) leaves no rung below "
+                             f"finetune.epochs ({self.finetune.epochs}): mo_asha has nothing to stop early")
+        return self
 
     def baseline_key(self) -> str:
         """What the baseline depends on: model, data and its own training."""

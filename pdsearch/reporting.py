@@ -32,6 +32,7 @@ PLOTS = {
     "accuracy_vs_gpr.png": "Accuracy vs GPR (or budget) per pruning distribution",
     "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",
     SENSITIVITY_PNG: "Sensitivity profile of the baseline (each group pruned alone)",
+    "screening.png": "Screening accuracy (BatchNorm re-estimated) vs accuracy after fine-tuning",
 }
 MAX_PROFILES = 10  # rate profiles drawn (evenly spaced along the front)
 Section = tuple[str, Union[str, pd.DataFrame, list[str]]]  # title, then text, a table or plot names
@@ -69,6 +70,9 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
         "rate_profiles.png": _rate_profiles(run, front),
     }
+    screening = screening_correlation(done)
+    if screening:
+        figures["screening.png"] = _screening(run, screening)
     profile = cached_profile(run.cfg, run.run_dir)
     if profile is not None:  # measured for a sensitivity allocation, or by pdsearch sensitivity
         positions = {layer["name"]: layer["position"] for layer in run.model["layers"]}
@@ -83,11 +87,14 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         tables["failed"] = run.failed[["trial_id", "gpr", "pd", "criterion", "status", "failure_reason"]]
     sections: list[Section] = [
         ("Summary", _summary(run, front, hv)),
-        ("Trade-off", [name for name in plots if name != SENSITIVITY_PNG]),
+        ("Trade-off", [name for name in plots if name not in (SENSITIVITY_PNG, "screening.png")]),
         (f"Pareto front ({len(front)} policies)", tables["front"]),
         (f"Best policy per PD at each {_amount_label(run)} (validation accuracy %, FLOPs reduction %)", tables["best_per_pd"]),
         ("Baseline", tables["baseline"]),
     ]
+    if screening:
+        sections.append(("How well the screening ranks the fine-tuned accuracy", _screening_text(screening)))
+        sections.append(("Screening", ["screening.png"]))
     if SENSITIVITY_PNG in plots:
         sections.append(("Sensitivity profile", [SENSITIVITY_PNG]))
     if "failed" in tables:
@@ -182,7 +189,8 @@ def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:
                  "params": f"params = baseline ({_human(run.model['params'])})"}
     return "\n".join([
         f"- Run: `{run.run_dir}` (read from {run.source})",
-        f"- {state}: {len(run.completed)} completed, {len(run.failed)} failed",
+        f"- {state}: {len(run.completed)} completed, {len(run.stopped)} stopped early by the scheduler, "
+        f"{len(run.failed)} failed or not buildable",
         f"- Objectives: {', '.join(objectives)}; constraints: {run.cfg.search.constraints.describe()}",
         f"- Pareto front: {len(front)} policies",
         f"- Hypervolume: **{hv:.4f}**, each objective as a loss in [0, 1] (1 − accuracy/100, cost / baseline cost); "
@@ -190,7 +198,47 @@ def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:
     ])
 
 
+def screening_correlation(done: pd.DataFrame) -> dict[str, float]:
+    """Spearman and Kendall rank correlations of the screening accuracy (BN re-estimated) and of the
+    raw pruned accuracy with the accuracy after fine-tuning, over completed trials ({} if under 3)."""
+    if len(done) < 3 or "accuracy_pruned" not in done.columns:
+        return {}
+    final = done["accuracy"].astype(float)
+    out = {"n": float(len(done))}
+    for name, column in (("screening", "accuracy_before_finetune"), ("raw", "accuracy_pruned")):
+        values = done[column].astype(float)
+        for method in ("spearman", "kendall"):
+            out[f"{name}_{method}"] = float(values.corr(final, method=method))
+    return out
+
+
+def _screening_text(c: dict[str, float]) -> str:
+    fmt = lambda v: "n/a (constant)" if pd.isna(v) else f"{v:.3f}"  # noqa: E731
+    return "\n".join([
+        f"- Over {int(c['n'])} completed trials, accuracy after BatchNorm re-estimation vs after fine-tuning: "
+        f"Spearman **{fmt(c['screening_spearman'])}**, Kendall **{fmt(c['screening_kendall'])}**",
+        f"- Raw pruned accuracy (no re-estimation) vs after fine-tuning: Spearman {fmt(c['raw_spearman'])}, "
+        f"Kendall {fmt(c['raw_kendall'])}",
+        "- 1 would mean the screening orders policies exactly as fine-tuning does; it is what MO-ASHA's rung 0 reads.",
+    ])
+
+
 # ---- plots --------------------------------------------------------------------------------
+
+
+def _screening(run: Run, c: dict[str, float]) -> Figure:
+    done = run.completed
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(done["accuracy_pruned"], done["accuracy"], s=18, color="lightgrey", label="raw pruned accuracy")
+    colours, _ = _colouring(done)
+    ax.scatter(done["accuracy_before_finetune"], done["accuracy"], c=colours, s=30,
+               label=f"after BN re-estimation (Spearman {c['screening_spearman']:.2f})")
+    ax.set(xlabel="accuracy before fine-tuning (%)", ylabel="validation accuracy after fine-tuning (%)",
+           title=f"{run.cfg.name}: screening vs fine-tuned accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
 
 
 def _colouring(trials: pd.DataFrame) -> tuple[list, list[Line2D] | ScalarMappable]:

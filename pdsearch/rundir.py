@@ -30,7 +30,7 @@ INFEASIBLE_ATTR = "infeasible"  # ... and why a policy could not be built (it ne
 NUMERIC_COLUMNS = [
     "gpr", "budget", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
     "accuracy_before_finetune", "acc_drop", "acc_drop_std", "flops", "params", "flops_reduction_pct",
-    "params_reduction_pct", "allocation_seconds", "seconds",
+    "params_reduction_pct", "allocation_seconds", "seconds", "accuracy_pruned", "epoch", "epochs",
 ]
 
 
@@ -62,7 +62,13 @@ class Run:
 
     @property
     def failed(self) -> pd.DataFrame:
-        return self.trials[self.trials["status"] != "ok"] if len(self.trials) else self.trials
+        """Trials that failed, raised, or could not be built (stopped ones did nothing wrong)."""
+        return self.trials[~self.trials["status"].isin(["ok", "stopped"])] if len(self.trials) else self.trials
+
+    @property
+    def stopped(self) -> pd.DataFrame:
+        """Trials a scheduler stopped at a rung: partly fine-tuned, never on the front."""
+        return self.trials[self.trials["status"] == "stopped"] if len(self.trials) else self.trials
 
     def front(self, constraints: Constraints | None = None) -> pd.DataFrame:
         """The Pareto front of the completed trials that meet ``constraints`` (default: the search's)."""

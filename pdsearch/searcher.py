@@ -28,7 +28,8 @@ class PolicySearcher(OptunaSearch):
     """OptunaSearch that tells Optuna about failures and constraints before ``tell``.
 
     A failed trial (diverged, out of memory) is told as FAIL, never with placeholder
-    values or NaN (which would leave the Optuna trial RUNNING for good). Constraints are
+    values or NaN (which would leave the Optuna trial RUNNING for good); one a scheduler
+    stopped at a rung is told as PRUNED. Constraints are
     set with Optuna's ``Trial.set_constraint``, which its samplers and ``best_trials`` read.
     """
 
@@ -168,7 +169,10 @@ class PolicySearcher(OptunaSearch):
             ok = bool(result) and not error and result.get("status") == "ok" and all(
                 math.isfinite(float(result[m])) for m in self.metric
             )
-            if ok:
+            if result and not error and result.get("status") == "stopped":
+                # stopped at a rung: its full-budget values are unknown, so the front never holds it
+                result = None
+            elif ok:
                 constraints = self._cfg.search.constraints.violations(result)
                 for name, value in constraints.items():
                     ot_trial.set_constraint(name, value)

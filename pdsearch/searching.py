@@ -2,8 +2,8 @@
 
 The space goes to OptunaSearch itself with metric and mode as lists: a space passed
 through Tune's ``param_space`` together with a TuneConfig metric would silently make
-the study single-objective. Scheduling is FIFO: Tune's early-stopping schedulers track
-one metric and would feed immature values to a multi-objective study.
+the study single-objective. Scheduling is FIFO, or MO-ASHA (scheduling.py): Tune's own
+early-stopping schedulers track one metric.
 
 Here: the preflight, the baseline (and the sensitivity profile where the space needs
 one), and the orchestration. The space and samplers are in space.py, the Optuna glue
@@ -24,7 +24,6 @@ import optuna
 import ray
 import torch
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
 
 from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
 from pdsearch.cluster import concurrency, connect, probe_address
@@ -35,6 +34,7 @@ from pdsearch.planning import Planner
 from pdsearch.policy import goal_of
 from pdsearch.policy.allocators import SensitivityProfile
 from pdsearch.recording import TrialRecorder
+from pdsearch.scheduling import SCHEDULERS
 from pdsearch.rundir import CONFIG_YAML, MODEL_JSON, PARETO_CSV, TRIALS_CSV, TrialTable, load_run, storage_url
 from pdsearch.searcher import PolicySearcher
 from pdsearch.profiling import cached_profile, compute_profile, needs_profile, save_profile
@@ -80,7 +80,8 @@ def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[
     cfg = SearchConfig.model_validate(settings)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs it did not assign
-    metrics = run_trial(config, cfg, baseline, device, SensitivityProfile.from_dict(profile) if profile else None)
+    metrics = run_trial(config, cfg, baseline, device, SensitivityProfile.from_dict(profile) if profile else None,
+                        report=tune.report)  # per epoch, for the scheduler
     metrics["rates"] = json.dumps(metrics["rates"])
     tune.report(metrics)
 
@@ -218,7 +219,8 @@ def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str
     )
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.size(), scheduler=FIFOScheduler(),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.size(),
+                                    scheduler=SCHEDULERS[cfg.search.scheduler](cfg),
                                     max_concurrent_trials=concurrency(cfg), reuse_actors=True),
         run_config=run_config,
     )

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, SearchConfig, override_constraints
+from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, override_constraints
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
 from pdsearch.locking import run_lock
 from pdsearch.planning import Plan, Planner

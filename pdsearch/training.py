@@ -7,6 +7,7 @@ Diverged within 25 steps rather than wasting the rest of the budget.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -30,8 +31,13 @@ def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
 
 
-def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int = 0) -> None:
-    """Train ``model`` in place for ``cfg.epochs`` epochs of ``data.train``."""
+def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.device, seed: int = 0,
+          after_epoch: Callable[[int], None] | None = None) -> None:
+    """Train ``model`` in place for ``cfg.epochs`` epochs of ``data.train``; ``after_epoch(e)`` after epoch e (1-based).
+
+    The learning-rate schedule spans all ``cfg.epochs``, so stopping early at epoch e
+    leaves exactly the model a full run has at epoch e.
+    """
     if cfg.epochs == 0:
         return
     model.train()
@@ -62,6 +68,9 @@ def train(model: nn.Module, data: DataBundle, cfg: TrainConfig, device: torch.de
             scheduler.step()
         if diverged:
             raise Diverged(f"loss became non-finite in epoch {epoch + 1}")
+        if after_epoch is not None:
+            after_epoch(epoch + 1)
+            model.train()
 
 
 @torch.no_grad()

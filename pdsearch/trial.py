@@ -15,7 +15,7 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -27,12 +27,13 @@ from pdsearch.data import DataBundle
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Plan, Planner
 from pdsearch.policy import Policy, SensitivityProfile
-from pdsearch.probing import loss_probe_factory
+from pdsearch.probing import loss_probe_factory, training_batches
 from pdsearch.pruning import analyze, prune
 from pdsearch.space import SearchSpace, policy_fields
-from pdsearch.training import Diverged, evaluate, prepare, train
+from pdsearch.training import Diverged, evaluate, prepare, recalibrate_batchnorm, train
 
-ACCURACY_FIELDS = ("accuracy", "test_accuracy", "accuracy_before_finetune", "acc_drop")
+ACCURACY_FIELDS = ("accuracy", "test_accuracy", "accuracy_before_finetune", "accuracy_pruned", "acc_drop")
+Report = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -82,16 +83,25 @@ def prune_baseline(ctx: TrialContext, rates, policy: Policy, criteria: Sequence[
     return prune(structure, rates, criteria or policy.criterion, seed=policy.seed, batches=batches)
 
 
-def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, seed: int, device: torch.device) -> dict[str, float]:
+def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, seed: int, device: torch.device,
+                         on_epoch: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    """Screen (BatchNorm re-estimated), fine-tune, measure; ``on_epoch(e, val accuracy)`` at 0 (screening) and each epoch."""
     pruned = prepare(pruned, device)
+    raw = evaluate(pruned, ctx.data, "val", device)
+    if cfg.finetune.bn_recalibration_batches:
+        recalibrate_batchnorm(pruned, training_batches(ctx.data, device, cfg.finetune.bn_recalibration_batches, seed))
     before = evaluate(pruned, ctx.data, "val", device)
+    if on_epoch:
+        on_epoch(0, before)
     torch.manual_seed(seed)
-    train(pruned, ctx.data, cfg.finetune, device, seed=seed)
+    after_epoch = (lambda e: on_epoch(e, evaluate(pruned, ctx.data, "val", device))) if on_epoch else None
+    train(pruned, ctx.data, cfg.finetune, device, seed=seed, after_epoch=after_epoch)
     val = evaluate(pruned, ctx.data, "val", device)
     return {
         "accuracy": val,
         "test_accuracy": evaluate(pruned, ctx.data, "test", device),
         "accuracy_before_finetune": before,
+        "accuracy_pruned": raw,
         "acc_drop": ctx.baseline["val_accuracy"] - val,
     }
 
@@ -101,11 +111,14 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device,
-              profile: SensitivityProfile | None = None) -> dict[str, Any]:
+              profile: SensitivityProfile | None = None, report: Report | None = None) -> dict[str, Any]:
     """Metrics of one policy, averaged over ``space.repeats`` seeds; status 'ok' or 'failed'.
 
     The allocation and the cost depend on the policy alone; only pruning (random
-    criterion) and fine-tuning depend on the seed, so only they are repeated.
+    criterion) and fine-tuning depend on the seed, so only they are repeated. ``report``
+    receives the first seed's screening accuracy (epoch 0) and its accuracy after each
+    fine-tune epoch, with the cost from the start, so a scheduler can stop the trial
+    (status 'stopped' on these results: the last one of a stopped trial says so).
     """
     start = time.time()
     ctx = trial_context(cfg, baseline)
@@ -117,8 +130,13 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
             seeded = dataclasses.replace(policy, seed=policy.seed + r)
             pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)
             if r == 0:
-                cost = count_cost(pruned, ctx.planner.structure.example_input)
-            runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device))
+                cost = _cost_fields(count_cost(pruned, ctx.planner.structure.example_input), ctx)
+            on_epoch = None
+            if r == 0 and report is not None:
+                fields = {**cost, **policy_fields(policy, plan.gpr, plan.criteria), "status": "stopped"}
+                on_epoch = lambda e, acc: report({"epoch": e, "epochs": e, "accuracy": acc,  # noqa: E731
+                                                  "acc_drop": ctx.baseline["val_accuracy"] - acc, **fields})
+            runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device, on_epoch))
     except PdsearchError as exc:  # a property of the policy: retrying would fail the same way
         return _failed(policy, str(exc), start, device)
     except Diverged as exc:
@@ -136,16 +154,20 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         metrics[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     if not all(math.isfinite(metrics[k]) for k in ACCURACY_FIELDS):
         return _failed(policy, "non-finite accuracy", start, device)
-    base = ctx.planner.cost_model.base
     metrics.update(
-        flops=cost.flops, params=cost.params,
-        flops_reduction_pct=100.0 * (1 - cost.flops / base.flops),
-        params_reduction_pct=100.0 * (1 - cost.params / base.params),
+        **cost, epoch=cfg.finetune.epochs, epochs=cfg.finetune.epochs * cfg.space.repeats,
         rates=[float(r) for r in plan.rates], status="ok", failure_reason="",
         allocation_seconds=plan.allocation_seconds, seconds=time.time() - start, **_where(device),
         **policy_fields(policy, plan.gpr, plan.criteria),
     )
     return metrics
+
+
+def _cost_fields(cost, ctx: TrialContext) -> dict[str, float]:
+    base = ctx.planner.cost_model.base
+    return {"flops": cost.flops, "params": cost.params,
+            "flops_reduction_pct": 100.0 * (1 - cost.flops / base.flops),
+            "params_reduction_pct": 100.0 * (1 - cost.params / base.params)}
 
 
 def _where(device: torch.device) -> dict[str, Any]:
@@ -161,6 +183,7 @@ def _where(device: torch.device) -> dict[str, Any]:
 def _failed(policy: Policy, reason: str, start: float, device: torch.device) -> dict[str, Any]:
     # Finite placeholders keep Ray Tune's metric checks quiet; the searcher tells Optuna FAIL.
     return {"status": "failed", "failure_reason": reason, "accuracy": 0.0, "test_accuracy": 0.0,
-            "accuracy_before_finetune": 0.0, "acc_drop": 100.0, "flops": -1, "params": -1,
+            "accuracy_before_finetune": 0.0, "accuracy_pruned": 0.0, "acc_drop": 100.0, "flops": -1, "params": -1,
+            "epochs": 0,
             "flops_reduction_pct": 0.0, "params_reduction_pct": 0.0, "rates": [], "allocation_seconds": 0.0,
             "seconds": time.time() - start, **_where(device), **policy_fields(policy)}

@@ -7,7 +7,7 @@ import torch
 
 from pdsearch.cost import count_cost
 from pdsearch.errors import PdsearchError
-from pdsearch.planning import Planner, plan
+from pdsearch.planning import plan
 from pdsearch.policy import ALLOCATORS, Policy, SensitivityProfile
 from pdsearch.policy.allocators import Allocator, register
 from pdsearch.policy.allocators.loss_aware import LossAwareSettings

@@ -28,18 +28,25 @@ def rows(path: Path) -> int:
     return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
 
 
-@pytest.mark.slow
-def test_driver_killed_mid_search_then_resume_completes_without_duplicates(tmp_path):
-    cfg = tiny_config(search={"num_trials": 12, "population_size": 4}, finetune={"epochs": 3, "lr": 0.02})
+def search_in_progress(tmp_path: Path, cfg, ready) -> tuple[subprocess.Popen, Path]:
+    """A search driver in its own process, once ``ready(run_dir)`` holds (within 4 minutes)."""
     config, run = tmp_path / "search.yaml", tmp_path / "run"
     config.write_text(cfg.to_yaml())
     driver = pdsearch_process("search", str(config), "--run-dir", str(run), "--address", "local")
     deadline = time.time() + 240
-    # wait for a few finished trials and a saved Tune state, then kill the driver and its local Ray
-    while not (rows(run / "trials.csv") >= 3 and glob.glob(str(run / "tune" / cfg.name / "experiment_state-*.json"))):
+    while not ready(run):
         assert driver.poll() is None, driver.stdout.read()[-3000:]
-        assert time.time() < deadline, "search too slow to reach the kill point"
+        assert time.time() < deadline, "search too slow to reach the point the test waits for"
         time.sleep(0.2)
+    return driver, run
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_search_then_resume_completes_without_duplicates(tmp_path):
+    cfg = tiny_config(search={"num_trials": 12, "population_size": 4}, finetune={"epochs": 3, "lr": 0.02})
+    # wait for a few finished trials and a saved Tune state, then kill the driver and its local Ray
+    driver, run = search_in_progress(tmp_path, cfg, lambda run: rows(run / "trials.csv") >= 3 and glob.glob(
+        str(run / "tune" / cfg.name / "experiment_state-*.json")))
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = pd.read_csv(run / "trials.csv", dtype={"trial_id": str})

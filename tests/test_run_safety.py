@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pandas as pd
@@ -18,7 +17,7 @@ from pdsearch.cli import main
 from pdsearch.errors import PdsearchError
 from pdsearch.locking import LOCK_FILE, run_lock
 from pdsearch.rundir import load_run
-from test_faults import pdsearch_process, rows
+from test_faults import pdsearch_process, rows, search_in_progress
 from test_trial import make_searcher
 
 
@@ -94,14 +93,7 @@ def test_a_short_trials_csv_gives_way_to_the_study(nsga_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_sigint_says_how_to_resume_and_resume_completes_without_duplicates(tmp_path):
     cfg = tiny_config(search={"num_trials": 10, "population_size": 4}, finetune={"epochs": 3, "lr": 0.02})
-    config, run = tmp_path / "search.yaml", tmp_path / "run"
-    config.write_text(cfg.to_yaml())
-    driver = pdsearch_process("search", str(config), "--run-dir", str(run), "--address", "local")
-    deadline = time.time() + 240
-    while rows(run / "trials.csv") < 3:
-        assert driver.poll() is None, driver.stdout.read()[-3000:]
-        assert time.time() < deadline, "search too slow to reach the interrupt"
-        time.sleep(0.2)
+    driver, run = search_in_progress(tmp_path, cfg, lambda run: rows(run / "trials.csv") >= 3)
     os.kill(driver.pid, signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, output[-3000:]
@@ -119,17 +111,11 @@ def test_sigint_says_how_to_resume_and_resume_completes_without_duplicates(tmp_p
 @pytest.mark.slow
 def test_a_second_driver_is_refused_while_the_first_completes_with_every_row(tmp_path):
     cfg = tiny_config(search={"num_trials": 16, "population_size": 4}, finetune={"epochs": 8, "lr": 0.02})
-    config, run = tmp_path / "search.yaml", tmp_path / "run"
-    config.write_text(cfg.to_yaml())
-    first = pdsearch_process("search", str(config), "--run-dir", str(run), "--address", "local")
-    deadline = time.time() + 240
-    while rows(run / "trials.csv") < 1:
-        assert first.poll() is None and time.time() < deadline
-        time.sleep(0.2)
-    second = subprocess.run([sys.executable, "-m", "pdsearch", "search", str(config), "--run-dir", str(run)],
+    first, run = search_in_progress(tmp_path, cfg, lambda run: rows(run / "trials.csv") >= 1)
+    second = subprocess.run([sys.executable, "-m", "pdsearch", "search", str(tmp_path / "search.yaml"), "--run-dir", str(run)],
                             capture_output=True, text=True, timeout=120)
     assert first.poll() is None, "the first search ended before the second driver tried"
-    assert second.returncode == 2 and f"is in use by pdsearch search (host " in second.stderr
+    assert second.returncode == 2 and "is in use by pdsearch search (host " in second.stderr
     assert f"pid {first.pid}" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, output[-3000:]
@@ -140,13 +126,7 @@ def test_a_second_driver_is_refused_while_the_first_completes_with_every_row(tmp
 @pytest.mark.slow
 def test_sigterm_stops_gracefully_with_exit_143(tmp_path):
     cfg = tiny_config(search={"num_trials": 10, "population_size": 4}, finetune={"epochs": 3, "lr": 0.02})
-    config, run = tmp_path / "search.yaml", tmp_path / "run"
-    config.write_text(cfg.to_yaml())
-    driver = pdsearch_process("search", str(config), "--run-dir", str(run), "--address", "local")
-    deadline = time.time() + 240
-    while rows(run / "trials.csv") < 2:
-        assert driver.poll() is None and time.time() < deadline
-        time.sleep(0.2)
+    driver, run = search_in_progress(tmp_path, cfg, lambda run: rows(run / "trials.csv") >= 2)
     driver.send_signal(signal.SIGTERM)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 143, output[-3000:]
