@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from optuna.study._multi_objective import _fast_non_domination_rank
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 Record = tuple[np.ndarray, float]  # losses (lower is better), total constraint violation (> 0: infeasible)
@@ -60,13 +61,30 @@ def ranking(records: Mapping[str, Record]) -> list[str]:
     return [ids[i] for i in order]
 
 
+class NewestFirstFIFO(FIFOScheduler):
+    """FIFO that looks for a pending trial from the newest end of Tune's trial list.
+
+    The searcher creates trials just in time, so pending trials are the newest; Tune's
+    FIFO scans from the oldest, over every finished trial, on every step: a cost that
+    grows with the trials so far (benchmarks/engine_scale.py).
+    """
+
+    def choose_trial_to_run(self, tune_controller):
+        trials = tune_controller.get_trials()
+        for status in (Trial.PENDING, Trial.PAUSED):
+            for trial in reversed(trials):
+                if trial.status == status:
+                    return trial
+        return None
+
+
 def continues(records: Mapping[str, Record], trial_id: str, eta: float) -> bool:
     """ASHA's rule on a multi-objective ranking: in the top ceil(n/eta) of the n recorded at the rung."""
     keep = max(1, math.ceil(len(records) / eta))
     return trial_id in ranking(records)[:keep]
 
 
-class MultiObjectiveASHA(FIFOScheduler):
+class MultiObjectiveASHA(NewestFirstFIFO):
     """Stops trials at rungs by multi-objective rank; results carry ``epoch`` (0 = screening)."""
 
     def __init__(self, objectives: list[str], modes: list[str], milestones: list[int], eta: float,
@@ -100,4 +118,4 @@ def _mo_asha(cfg) -> MultiObjectiveASHA:
     )
 
 
-SCHEDULERS: dict[str, Callable[[Any], TrialScheduler]] = {"fifo": lambda cfg: FIFOScheduler(), "mo_asha": _mo_asha}
+SCHEDULERS: dict[str, Callable[[Any], TrialScheduler]] = {"fifo": lambda cfg: NewestFirstFIFO(), "mo_asha": _mo_asha}

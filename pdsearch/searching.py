@@ -43,8 +43,9 @@ from pdsearch.trial import run_trial
 
 # Ray Tune's compact table reporter (the default output prints every result in full).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-# Save the experiment state (what `resume` restores) every 5 s instead of Tune's 10 s or more.
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# Tune saves the experiment state (what `resume` restores) at its own pace ("auto": at most 5% of
+# the time, every 10 s or more); a fixed period would cost more and more as trials accumulate.
+# The study, not that state, says what already ran.
 # SIGINT is handled here (with SIGTERM), then handed to Tune's graceful stop (its SIGUSR1 handler).
 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
