@@ -51,7 +51,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from pdsearch.planning import Planner, grid_amounts
     from pdsearch.policy import Policy, normalize_pd
 
-    fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate)
+    fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate,
+                  round_to=args.round_to)
     if args.grid:  # validate every grid point before the (slow) model analysis
         pds = [normalize_pd(p) for p in args.pds.split(",")]
         amounts = grid_amounts(args.gprs if args.flops_reductions is None and args.params_reductions is None else None,
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--criterion", default="l1")
     p.add_argument("--target", default="flops", help="calibration target: flops, params or mean")
     p.add_argument("--max-rate", type=float, default=0.9, help="per-layer rate cap (fraction)")
+    p.add_argument("--round-to", type=int, default=1, metavar="K",
+                   help="pruned groups keep a multiple of K channels (e.g. 8; groups under K stay whole)")
     p.add_argument("--grid", action="store_true", help="plan every GPR x PD")
     p.add_argument("--gprs", type=_numbers, default=list(range(10, 100, 10)))
     p.add_argument("--flops-reductions", type=_numbers, metavar="LIST", help="grid over FLOPs budgets, e.g. 30,50,70")

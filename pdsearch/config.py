@@ -122,6 +122,7 @@ class SpaceConfig(_Section):
     allocators: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-allocator settings
     target: Literal["flops", "params", "mean"] = "flops"
     max_rate: float = Field(0.9, gt=0, lt=1)
+    round_to: int = Field(1, ge=1, le=1024)  # pruned groups keep a multiple of this many channels
     repeats: int = Field(1, ge=1, le=20)
     seeds: list[int] = [0]
 

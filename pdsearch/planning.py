@@ -91,15 +91,16 @@ class Planner:
     def groups(self):
         return self.structure.groups
 
-    def cost_space(self, max_rate: float) -> CostSpace:
+    def cost_space(self, max_rate: float, round_to: int = 1) -> CostSpace:
+        """The cost as a function of rates, channel rounding (and ``round_to``) included."""
         base = self.cost_model.base
-        return CostSpace(self.cost, (float(base.flops), float(base.params)),
-                         np.array([g.channel_groups / g.channels for g in self.groups]), max_rate)
+        return CostSpace(lambda rates: self.cost(rates, round_to), (float(base.flops), float(base.params)),
+                         np.array([g.step(round_to) for g in self.groups]), max_rate)
 
     def problem(self, policy: Policy, **measured: Any) -> Problem:
         """What the policy's allocator reads; ``measured`` adds settings, a profile or a loss probe."""
         return Problem(
-            space=self.cost_space(policy.max_rate),
+            space=self.cost_space(policy.max_rate, policy.round_to),
             positions=np.array([g.position for g in self.groups]),
             kinds=[g.kind for g in self.groups],
             channels=np.array([g.channels for g in self.groups]),
@@ -116,7 +117,8 @@ class Planner:
         if not policy.allocator.published_rates:
             # The fraction really removed: the solver lands on channel boundaries (0.1250000001
             # of 8 channels removes 2), and a rate a reader re-applies must remove the same channels.
-            allocation.rates = np.array([g.channels_to_prune(r) / g.channels for g, r in zip(self.groups, allocation.rates)])
+            allocation.rates = np.array([g.channels_to_prune(r, policy.round_to) / g.channels
+                                         for g, r in zip(self.groups, allocation.rates)])
         return allocation
 
     def rates(self, policy: Policy, **measured: Any) -> np.ndarray:
@@ -126,12 +128,12 @@ class Planner:
         """The policy's GPR; for a budget, the homogeneous rate (percent) of the same cost (ACRA's uniform rate)."""
         if policy.gpr is not None:
             return float(policy.gpr)
-        space = self.cost_space(policy.max_rate)
+        space = self.cost_space(policy.max_rate, policy.round_to)
         return round(100.0 * space.uniform_rate(goal_of(policy, space)), 4)
 
-    def cost(self, rates: Sequence[float]) -> tuple[float, float]:
+    def cost(self, rates: Sequence[float], round_to: int = 1) -> tuple[float, float]:
         """Exact (FLOPs, params) after pruning with ``rates``, channel rounding included."""
-        return self.cost_model.predict(np.array([g.channels_to_prune(r) for g, r in zip(self.groups, rates)]))
+        return self.cost_model.predict(np.array([g.channels_to_prune(r, round_to) for g, r in zip(self.groups, rates)]))
 
     def plan(self, policy: Policy, **measured: Any) -> Plan:
         allocation = self.allocate(policy, **measured)

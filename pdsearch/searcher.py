@@ -29,8 +29,9 @@ class PolicySearcher(OptunaSearch):
 
     A failed trial (diverged, out of memory) is told as FAIL, never with placeholder
     values or NaN (which would leave the Optuna trial RUNNING for good); one a scheduler
-    stopped at a rung is told as PRUNED. Constraints are
-    set with Optuna's ``Trial.set_constraint``, which its samplers and ``best_trials`` read.
+    stopped at a rung is told as PRUNED. Constraints are set with Optuna's
+    ``Trial.set_constraint``, which its samplers and ``best_trials`` read. A policy that
+    cannot be built is found here, on the driver, and never reaches a worker.
     """
 
     MAX_REDRAWS = 50

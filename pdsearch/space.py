@@ -104,7 +104,7 @@ class SearchSpace:
             shape = {"pd": None, "slope": float(params["slope"]), "curvature": float(params["curvature"])}
         options = {name: float(params.get(name, r.low)) for name, r in self.options.get(self._allocator(params), {}).items()}
         return Policy(criterion=params.get("criterion", s.criteria[0]), mode=s.mode, target=s.target,
-                      max_rate=s.max_rate, seed=int(params.get("seed", s.seeds[0])), options=options,
+                      max_rate=s.max_rate, round_to=s.round_to, seed=int(params.get("seed", s.seeds[0])), options=options,
                       **amount, **shape)
 
     def policy_of_row(self, row: Mapping[str, Any]) -> Policy:

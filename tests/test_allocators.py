@@ -202,3 +202,20 @@ def test_switching_channels_off_computes_what_removing_them_does(model, size):
         with torch.no_grad():
             assert torch.allclose(switch.model.eval()(x), pruned.eval()(x), atol=1e-4), group.name
         switch.restore(saved)
+
+
+@pytest.mark.parametrize("model", ["resnet50", "mobilenet_v2"])
+def test_round_to_keeps_multiples_of_eight_and_the_cost_model_exact(planners, model):
+    planner = planners(model, 64)
+    for policy in (Policy(gpr=40, pd="PD2", round_to=8), Policy(budget=50, pd="PD3", round_to=8)):
+        p = planner.plan(policy)
+        assert all(layer["kept"] % 8 == 0 for layer in p.layers if layer["channels"] >= 8)
+        if policy.budget:
+            assert abs(p.flops["reduction_pct"] - 50) <= 0.5
+        pruned = prune(analyze(copy.deepcopy(planner.structure.model), 64), p.rates)
+        for layer in p.layers:  # the built model keeps exactly those channels
+            root = pruned.get_submodule(layer["name"])
+            assert (root.out_channels if hasattr(root, "out_channels") else root.out_features) == layer["kept"]
+        counted = count_cost(pruned, planner.structure.example_input)
+        assert counted.flops == pytest.approx(p.flops["pruned"], rel=5e-4)
+        assert counted.params == p.params["pruned"]

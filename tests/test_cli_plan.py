@@ -99,3 +99,11 @@ def test_plan_grid_over_budgets(tmp_path, capsys):
     table = pd.read_csv(csv)
     assert code == 0 and len(table) == 9 and "budget %" in out
     assert ((table["flops_reduction_pct"] - table["budget"]).abs() <= 0.5).all()
+
+
+def test_plan_round_to(capsys):
+    code, out, _ = run_cli(["plan", "--model", "resnet18", "--input-size", "64", "--flops-reduction", "50",
+                            "--round-to", "8", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0 and all(layer["kept"] % 8 == 0 for layer in data["layers"])
+    assert abs(data["flops"]["reduction_pct"] - 50) <= 0.5

@@ -99,6 +99,7 @@ class Policy:
     budget: float | None = None
     budget_metric: str = "flops"
     options: dict[str, float] = field(default_factory=dict)
+    round_to: int = 1  # every pruned group keeps a multiple of this many channels (hardware vector width)
 
     def __post_init__(self) -> None:
         if (self.gpr is None) == (self.budget is None):
@@ -122,6 +123,8 @@ class Policy:
             raise PdsearchError(f"unknown calibration target {self.target!r}: use one of {', '.join(TARGETS)}")
         if not 0 < self.max_rate < 1:
             raise PdsearchError(f"max_rate must be in (0, 1), got {self.max_rate!r}")
+        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
+            raise PdsearchError(f"round_to must be a positive integer, got {self.round_to!r}")
         check_criterion(self.criterion)
         self.allocator.validate(self)
 

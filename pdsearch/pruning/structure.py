@@ -43,13 +43,27 @@ class ChannelGroup:
     kind: str  # "conv" or "linear": the type of the root layer
     members: list[MemberDim] = field(default_factory=list)
 
-    def channels_to_prune(self, rate: float) -> int:
-        """Kept = floor(C·(1−rate)) per conv group, never fewer than one channel."""
+    def channels_to_prune(self, rate: float, round_to: int = 1) -> int:
+        """Kept = floor(C·(1−rate)) per conv group, never fewer than one channel.
+
+        With ``round_to`` k > 1 the kept count is the nearest multiple of k (of the conv
+        groups too), never below one multiple; a group of fewer than k channels is left whole.
+        """
         if not 0.0 <= rate < 1.0:
             raise PdsearchError(f"pruning rate {rate:.4f} for layer {self.name} must be in [0, 1)")
         per = self.channels // self.channel_groups
         keep = max(1, math.floor(per * (1.0 - rate) + 1e-9))
+        if round_to > 1:
+            if self.channels < round_to:
+                return 0
+            unit = math.lcm(round_to, self.channel_groups)
+            kept = min(max(unit, round(keep * self.channel_groups / unit) * unit), self.channels // unit * unit)
+            return self.channels - kept
         return (per - keep) * self.channel_groups
+
+    def step(self, round_to: int = 1) -> float:
+        """The rate change that moves this group by one unit of channels."""
+        return (math.lcm(round_to, self.channel_groups) if round_to > 1 else self.channel_groups) / self.channels
 
 
 @dataclass
