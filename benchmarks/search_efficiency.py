@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spaces", default="quickstart,large")
     parser.add_argument("--trials", type=int, default=24, help="trials of the FIFO searches")
-    parser.add_argument("--asha-trials", type=int, default=60, help="trials of the mo_asha searches")
+    parser.add_argument("--asha-trials", type=int, default=150, help="trials of the mo_asha searches (more trials, fewer epochs each)")
     parser.add_argument("--out", default="search_efficiency.png")
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)

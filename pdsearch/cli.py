@@ -8,6 +8,7 @@ import warnings
 from typing import Sequence
 
 from pdsearch.errors import Interrupted, PdsearchError
+from pdsearch.objectives import CONSTRAINTS, OBJECTIVES  # a plain table: keeps `pdsearch --help` fast
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,9 +156,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from pdsearch.selection import describe, select
 
     chosen = select(
-        args.run_dir, max_acc_drop=args.max_acc_drop, min_flops_reduction=args.min_flops_reduction,
-        min_params_reduction=args.min_params_reduction, prefer=args.prefer, export=args.export,
-        finetune_epochs=args.finetune_epochs, source=args.source, trial=args.trial,
+        args.run_dir, prefer=args.prefer, export=args.export, finetune_epochs=args.finetune_epochs,
+        source=args.source, trial=args.trial, **{c.field: getattr(args, c.field) for c in CONSTRAINTS.values()},
     )
     _note(chosen.note)
     print(describe(chosen))
@@ -222,11 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("select", help="pick one policy by constraints and a preference; write policy.json, export its model")
     c.add_argument("run_dir")
-    c.add_argument("--max-acc-drop", type=float, metavar="PTS", help="default: the search's constraint")
-    c.add_argument("--min-flops-reduction", type=float, metavar="PCT")
-    c.add_argument("--min-params-reduction", type=float, metavar="PCT")
-    c.add_argument("--prefer", choices=["knee", "accuracy", "flops", "params"], default="knee",
-                   help="knee: nearest the ideal point with objectives scaled over the front (default)")
+    for con in CONSTRAINTS.values():
+        c.add_argument(f"--{con.field.replace('_', '-')}", type=float, metavar="PTS" if con.unit == " pts" else "PCT",
+                       help=f"{con.label} {con.sense} this (default: the search's constraint)")
+    c.add_argument("--prefer", choices=["knee", *OBJECTIVES], default="knee",
+                   help="knee: nearest the ideal point with objectives scaled over the front (default); "
+                        "an objective: the best on it")
     c.add_argument("--trial", metavar="ID", help="take this completed trial instead of choosing by constraints and preference")
     c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (torch.export, .pt2)")
     c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")

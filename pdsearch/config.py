@@ -13,13 +13,15 @@ from typing import Any, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pydantic import create_model
+
 from pdsearch.errors import PdsearchError
+from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.policy import ALLOCATORS
 from pdsearch.policy.allocators import Settings
 from pdsearch.policy.policy import CRITERIA, PD_SHAPES, modes, normalize_pd
 from pdsearch.ranges import Range
 
-OBJECTIVES = {"accuracy": "max", "flops": "min", "params": "min"}
 
 
 class _Section(BaseModel):
@@ -214,33 +216,48 @@ class SpaceConfig(_Section):
             raise ValueError(f"allocators.{name}.{_format_error(exc)}") from None
 
 
-# Optuna constraint name -> (config field, label, trial metric, unit, sense)
-CONSTRAINTS = {
-    "acc_drop": ("max_acc_drop", "acc drop", "acc_drop", " pts", "<="),
-    "flops_reduction": ("min_flops_reduction", "FLOPs reduction", "flops_reduction_pct", "%", ">="),
-    "params_reduction": ("min_params_reduction", "params reduction", "params_reduction_pct", "%", ">="),
-}
-
-
-class Constraints(_Section):
-    max_acc_drop: Optional[float] = Field(None, ge=0, description="points of validation accuracy")
-    min_flops_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
-    min_params_reduction: Optional[float] = Field(None, ge=0, lt=100, description="percent")
+class _ConstraintsBase(_Section):
+    """One optional bound per objective (objectives.CONSTRAINTS): the fields are made from that table."""
 
     def violations(self, metrics: Mapping[str, Any]) -> dict[str, float]:
         """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points."""
         values = {}
-        for name, (field, _, metric, _, sense) in CONSTRAINTS.items():
-            limit = getattr(self, field)
+        for c in CONSTRAINTS.values():
+            limit = getattr(self, c.field)
             if limit is not None:
-                value = float(metrics[metric])
-                values[name] = value - limit if sense == "<=" else limit - value
+                value = float(metrics[c.metric])
+                values[c.name] = value - limit if c.sense == "<=" else limit - value
         return values
 
     def describe(self) -> str:
-        parts = [f"{label} {sense} {getattr(self, field):g}{unit}"
-                 for field, label, _, unit, sense in CONSTRAINTS.values() if getattr(self, field) is not None]
+        parts = [f"{c.label} {c.sense} {getattr(self, c.field):g}{c.unit}"
+                 for c in CONSTRAINTS.values() if getattr(self, c.field) is not None]
         return ", ".join(parts) or "no constraints"
+
+    def measures(self) -> set[str]:
+        """What trials must measure for the constraints set (latency, energy)."""
+        return {o.measures for o in OBJECTIVES.values() if o.measures and getattr(self, o.constraint.field) is not None}
+
+
+Constraints = create_model(
+    "Constraints", __base__=_ConstraintsBase,
+    **{c.field: (Optional[float], Field(None, ge=0, lt=100 if c.percent else None)) for c in CONSTRAINTS.values()},
+)
+
+
+class LatencyConfig(_Section):
+    """How trials time the pruned model and the baseline (when latency is an objective or constraint)."""
+
+    batch_sizes: list[int] = [1]  # the first is the objective's; a second is reported too
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(50, ge=3)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, value):
+        if not 1 <= len(value) <= 2 or min(value) < 1:
+            raise ValueError("give one or two positive batch sizes")
+        return value
 
 
 class FidelityConfig(_Section):
@@ -256,7 +273,7 @@ class SearchSettings(_Section):
     fidelity: FidelityConfig = FidelityConfig()
     num_trials: int = Field(24, ge=1)
     seed: int = 0
-    objectives: list[Literal["accuracy", "flops", "params"]] = ["accuracy", "flops", "params"]
+    objectives: list[str] = ["accuracy", "flops", "params"]
     constraints: Constraints = Constraints()
     storage: Optional[str] = None  # an Optuna storage URL; default: SQLite in the run directory
     tune_storage: Optional[str] = None  # Ray Tune's storage_path (a shared folder or s3://...); default RUN_DIR/tune
@@ -269,7 +286,14 @@ class SearchSettings(_Section):
     def _objectives(cls, value):
         if len(value) < 1 or len(set(value)) != len(value):
             raise ValueError("objectives must be a non-empty list without repeats")
+        for name in value:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
         return value
+
+    def measures(self) -> set[str]:
+        """What trials measure beyond accuracy and cost: for the objectives and the constraints set."""
+        return {OBJECTIVES[o].measures for o in self.objectives if OBJECTIVES[o].measures} | self.constraints.measures()
 
 
 class Resources(_Section):
@@ -288,6 +312,15 @@ class SearchConfig(_Section):
     space: SpaceConfig = SpaceConfig()
     search: SearchSettings = SearchSettings()
     resources: Resources = Resources()
+    latency: LatencyConfig = LatencyConfig()
+
+    @model_validator(mode="after")
+    def _gpu_objectives(self) -> "SearchConfig":
+        needs_gpu = [o.name for o in OBJECTIVES.values() if o.needs_gpu and o.measures in self.search.measures()]
+        if needs_gpu and not self.resources.gpu:
+            raise ValueError(f"{needs_gpu[0]} is measured on the GPU (NVML), but trials get none: "
+                             "set resources.gpu, or drop it from search.objectives and search.constraints")
+        return self
 
     @model_validator(mode="after")
     def _rungs(self) -> "SearchConfig":
@@ -308,16 +341,20 @@ class SearchConfig(_Section):
 
 def _format_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "config"
+    where = ".".join(str(p) for p in err["loc"])
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown key"
     extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{where}: {message}{extra}"
+    return f"{where}: {message}{extra}" if where else f"{message}{extra}"
 
 
 def override_constraints(base: Constraints, **values: float | None) -> Constraints:
     """``base`` with the constraints given (None keeps base's), validated like the config."""
+    unknown = set(values) - {c.field for c in CONSTRAINTS.values()}
+    if unknown:
+        raise PdsearchError(f"unknown constraint {sorted(unknown)[0]!r}: use one of "
+                            f"{', '.join(c.field for c in CONSTRAINTS.values())}")
     try:
         return Constraints.model_validate({**base.model_dump(), **{k: v for k, v in values.items() if v is not None}})
     except ValidationError as exc:

@@ -23,12 +23,13 @@ from matplotlib.lines import Line2D
 
 from pdsearch.cost import count_unit, human_count
 from pdsearch.errors import PdsearchError
+from pdsearch.objectives import OBJECTIVES
 from pdsearch.profiling import cached_profile, plot_profile
 from pdsearch.rundir import SENSITIVITY_PNG, Run, hypervolume, load_run
 
 PLOTS = {
-    "pareto_flops.png": "Accuracy vs FLOPs",
-    "pareto_params.png": "Accuracy vs parameters",
+    **{f"pareto_{name}.png": f"Accuracy vs {o.label}" for name, o in OBJECTIVES.items() if name != "accuracy"},
+    "flops_vs_latency.png": "Measured latency reduction vs FLOPs reduction",
     "accuracy_vs_gpr.png": "Accuracy vs GPR (or budget) per pruning distribution",
     "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",
     SENSITIVITY_PNG: "Sensitivity profile of the baseline (each group pruned alone)",
@@ -65,11 +66,12 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     hv = hypervolume(front, objectives, run.model["flops"], run.model["params"])
 
     figures = {
-        "pareto_flops.png": _tradeoff(run, front, "flops"),
-        "pareto_params.png": _tradeoff(run, front, "params"),
+        **{f"pareto_{name}.png": _tradeoff(run, front, name) for name in _cost_axes(run)},
         "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
         "rate_profiles.png": _rate_profiles(run, front),
     }
+    if "latency_reduction_pct" in done.columns:
+        figures["flops_vs_latency.png"] = _flops_vs_latency(run, front)
     screening = screening_correlation(done)
     if screening:
         figures["screening.png"] = _screening(run, screening)
@@ -185,7 +187,8 @@ def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:
     if budget and finished < budget:
         state += " (partial run: still running, or stopped early)"
     objectives = run.cfg.search.objectives
-    reference = {"accuracy": "accuracy 0 %", "flops": f"FLOPs = baseline ({_human(run.model['flops'])})",
+    reference = {name: o.reference(run.model) for name, o in OBJECTIVES.items()}
+    reference |= {"flops": f"FLOPs = baseline ({_human(run.model['flops'])})",
                  "params": f"params = baseline ({_human(run.model['params'])})"}
     return "\n".join([
         f"- Run: `{run.run_dir}` (read from {run.source})",
@@ -261,33 +264,58 @@ def _legend_or_bar(fig: Figure, ax, key: list[Line2D] | ScalarMappable, extra: l
     ax.legend(handles=key + extra, fontsize=8, loc="best")
 
 
-def _tradeoff(run: Run, front: pd.DataFrame, cost: str) -> Figure:
-    done = run.completed
-    unit, scale = count_unit(run.model[cost])
+def _cost_axes(run: Run) -> list[str]:
+    """FLOPs and params always, and each further objective the run measured (latency, energy)."""
+    measured = [name for name, o in OBJECTIVES.items() if o.measures and o.metric in run.completed.columns]
+    return ["flops", "params", *measured]
+
+
+def _tradeoff(run: Run, front: pd.DataFrame, objective: str) -> Figure:
+    done, o = run.completed, OBJECTIVES[objective]
+    counted = objective in ("flops", "params")  # fvcore counts, scaled to K/M/G; measured ones are ratios
+    unit, scale = count_unit(run.model[objective]) if counted else ("× baseline", 1.0)
     colours, key = _colouring(done)
     colours = np.asarray(colours)
     on_front = done.index.isin(front.index)
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
-    x = done[cost] / scale
+    x = done[o.metric].astype(float) / scale
     ax.scatter(x[~on_front], done["accuracy"][~on_front], c=colours[~on_front], s=24, alpha=0.3)
     ax.scatter(x[on_front], done["accuracy"][on_front], c=colours[on_front], s=70,
                edgecolors="black", linewidths=0.9, zorder=3)
     if run.cfg.space.repeats > 1:
         ax.errorbar(x[on_front], done["accuracy"][on_front], yerr=done["accuracy_std"][on_front], fmt="none",
                     ecolor="grey", lw=0.8, zorder=2)
-    envelope = front.sort_values(cost)
+    envelope = front.sort_values(o.metric)
     envelope = envelope[envelope["accuracy"] >= envelope["accuracy"].cummax()]  # the front seen in these 2 axes
-    ax.step(envelope[cost] / scale, envelope["accuracy"], where="post", color="black", lw=0.8, ls="--")
+    ax.step(envelope[o.metric].astype(float) / scale, envelope["accuracy"], where="post", color="black", lw=0.8, ls="--")
     extra = [Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="Pareto front"),
              Line2D([], [], ls="", marker="o", color="grey", alpha=0.3, label="dominated or infeasible")]
     if run.baseline:
-        ax.scatter([run.model[cost] / scale], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
+        at = run.model[objective] / scale if counted else 1.0
+        ax.scatter([at], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
         extra.append(Line2D([], [], ls="", marker="*", ms=10, color="black", label="baseline"))
-    name = "FLOPs" if cost == "flops" else "parameters"
+    name = o.label.split(" (")[0]
     ax.set(xlabel=f"{name} ({unit or 'count'})", ylabel="validation accuracy (%)", title=f"{run.cfg.name}: accuracy vs {name}")
     ax.grid(alpha=0.3)
     _legend_or_bar(fig, ax, key, extra)
+    return fig
+
+
+def _flops_vs_latency(run: Run, front: pd.DataFrame) -> Figure:
+    """Where fewer FLOPs did not mean faster: every completed trial, the diagonal for reference."""
+    done = run.completed
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours, key = _colouring(done)
+    ax.scatter(done["flops_reduction_pct"], done["latency_reduction_pct"].astype(float), c=colours, s=30)
+    top = float(max(done["flops_reduction_pct"].max(), 1.0))
+    ax.plot([0, top], [0, top], color="grey", ls=":", lw=1)
+    device = done["latency_device"].iloc[0] if "latency_device" in done.columns else ""
+    ax.set(xlabel="FLOPs reduction (%)", ylabel=f"measured latency reduction (%), {device}",
+           title=f"{run.cfg.name}: FLOPs vs measured latency")
+    ax.grid(alpha=0.3)
+    _legend_or_bar(fig, ax, key, [Line2D([], [], color="grey", ls=":", label="latency falls as FLOPs do")])
     return fig
 
 

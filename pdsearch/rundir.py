@@ -18,7 +18,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from pdsearch.config import OBJECTIVES, Constraints, SearchConfig, load_config
+from pdsearch.config import Constraints, SearchConfig, load_config
+from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.errors import PdsearchError
 from pdsearch.space import POLICY_COLUMNS, SearchSpace, policy_fields
 
@@ -31,6 +32,8 @@ NUMERIC_COLUMNS = [
     "gpr", "budget", "slope", "curvature", "accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std",
     "accuracy_before_finetune", "acc_drop", "acc_drop_std", "flops", "params", "flops_reduction_pct",
     "params_reduction_pct", "allocation_seconds", "seconds", "accuracy_pruned", "epoch", "epochs",
+    "latency_ms", "latency_iqr_ms", "baseline_latency_ms", "energy_mj_per_image", "baseline_energy_mj_per_image",
+    *(o.metric for o in OBJECTIVES.values()), *(c.metric for c in CONSTRAINTS.values()),
 ]
 
 
@@ -211,10 +214,10 @@ def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Const
     if not len(trials):
         return trials.iloc[0:0]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(directions=[_direction(o) for o in objectives])
+    study = optuna.create_study(directions=[OBJECTIVES[o].optuna_direction for o in objectives])
     study.add_trials([
         optuna.trial.create_trial(
-            values=[float(row[o]) for o in objectives], user_attrs={"row": i},
+            values=[float(row[OBJECTIVES[o].metric]) for o in objectives], user_attrs={"row": i},
             constraints=(constraints.violations(row) if constraints else None) or None,
         )
         for i, row in trials.iterrows()
@@ -223,21 +226,18 @@ def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Const
     return trials.loc[rows].sort_values(["flops", "accuracy"], ascending=[True, False])
 
 
-def _direction(objective: str) -> str:
-    return "maximize" if OBJECTIVES[objective] == "max" else "minimize"
-
-
 def hypervolume(front: pd.DataFrame, objectives: list[str], base_flops: float, base_params: float) -> float:
-    """Hypervolume of ``front``, each objective as a loss in [0, 1].
+    """Hypervolume of ``front``, each objective as a loss in [0, 1] (objectives.OBJECTIVES[...].loss).
 
-    Accuracy becomes 1 - accuracy/100, FLOPs and params become a fraction of the
-    baseline's, so the reference point (1, 1, 1) is a 0 %-accurate model that costs as
-    much as the baseline, and a perfect, free model would score 1.
+    Accuracy becomes 1 - accuracy/100, FLOPs and params a fraction of the baseline's,
+    measured latency its ratio to the baseline's, so the reference point (1, ..., 1) is a
+    0 %-accurate model that costs as much as the baseline, and a perfect, free model scores 1.
     """
     if not len(front):
         return 0.0
-    scale = {"accuracy": lambda v: 1.0 - v / 100.0, "flops": lambda v: v / base_flops, "params": lambda v: v / base_params}
-    losses = np.array([[scale[o](float(row[o])) for o in objectives] for _, row in front.iterrows()])
+    base = {"flops": base_flops, "params": base_params}
+    losses = np.array([[OBJECTIVES[o].loss(float(row[OBJECTIVES[o].metric]), base) for o in objectives]
+                       for _, row in front.iterrows()])
     losses = losses[(losses < 1.0).all(axis=1)]  # points beyond the reference add nothing
     if not len(losses):
         return 0.0

@@ -108,11 +108,11 @@ class MultiObjectiveASHA(NewestFirstFIFO):
 
 
 def _mo_asha(cfg) -> MultiObjectiveASHA:
-    from pdsearch.config import OBJECTIVES
+    from pdsearch.objectives import directions, metrics
 
     constraints = cfg.search.constraints
     return MultiObjectiveASHA(
-        cfg.search.objectives, [OBJECTIVES[o] for o in cfg.search.objectives],
+        metrics(cfg.search.objectives), directions(cfg.search.objectives),
         rungs(cfg.search.fidelity.min_epochs, cfg.search.fidelity.eta, cfg.finetune.epochs), cfg.search.fidelity.eta,
         violation=lambda result: sum(max(0.0, v) for v in constraints.violations(result).values()),
     )

@@ -14,6 +14,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from pdsearch.config import SearchConfig
 from pdsearch.errors import PdsearchError
+from pdsearch.objectives import OBJECTIVES
 from pdsearch.planning import Planner
 from pdsearch.policy import SensitivityProfile, goal_of
 from pdsearch.recording import TUNE_FIELDS
@@ -83,10 +84,9 @@ class PolicySearcher(OptunaSearch):
 
     def _tell_unbuildable(self, ot_trial: optuna.trial.Trial, params: dict[str, Any], reason: str) -> None:
         """Told as a complete but infeasible trial, so samplers learn the boundary; recorded, never run."""
-        worst = {"accuracy": 0.0, "flops": float(self._model_info["flops"]), "params": float(self._model_info["params"])}
         ot_trial.set_user_attr(INFEASIBLE_ATTR, reason)
         ot_trial.set_constraint("buildable", UNBUILDABLE)
-        self._ot_study.tell(ot_trial, [worst[m] for m in self.metric])
+        self._ot_study.tell(ot_trial, [OBJECTIVES[o].worst(self._model_info) for o in self._cfg.search.objectives])
         row = {"trial_id": f"infeasible-{ot_trial.number}", "status": "infeasible", "failure_reason": reason[:300],
                **params, **policy_fields(self._search_space.policy(params))}
         self._table.append(row)

@@ -27,7 +27,8 @@ from ray import tune
 
 from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
 from pdsearch.cluster import concurrency, connect, probe_address
-from pdsearch.config import OBJECTIVES, SearchConfig, load_config, parse_config, with_overrides
+from pdsearch.config import SearchConfig, load_config, parse_config, with_overrides
+from pdsearch.objectives import directions, metrics
 from pdsearch.errors import Interrupted, PdsearchError
 from pdsearch.locking import run_lock
 from pdsearch.planning import Planner
@@ -209,7 +210,7 @@ def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str
     space = SearchSpace(cfg)
     objectives = cfg.search.objectives
     searcher = PolicySearcher(
-        space=space, metric=objectives, mode=[OBJECTIVES[o] for o in objectives], sampler=space.sampler(),
+        space=space, metric=metrics(objectives), mode=directions(objectives), sampler=space.sampler(),
         study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
         model_info=model_info, run_dir=run_dir, profile=profile,
     )

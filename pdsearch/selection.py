@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pdsearch.config import CONSTRAINTS, OBJECTIVES, Constraints, override_constraints
+from pdsearch.config import Constraints, override_constraints
+from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
 from pdsearch.locking import run_lock
 from pdsearch.planning import Plan, Planner
@@ -27,7 +28,7 @@ from pdsearch.policy import Policy
 from pdsearch.rundir import POLICY_JSON, Run, load_run
 from pdsearch.space import SearchSpace
 
-PREFERENCES = ("knee", "accuracy", "flops", "params")
+PREFERENCES = ("knee", *OBJECTIVES)
 METRICS = ("accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std", "acc_drop", "flops", "params",
            "flops_reduction_pct", "params_reduction_pct")
 
@@ -48,16 +49,17 @@ class Selection:
 def select(
     run_dir: str | Path,
     *,
-    max_acc_drop: float | None = None,
-    min_flops_reduction: float | None = None,
-    min_params_reduction: float | None = None,
     prefer: str = "knee",
     export: str | Path | None = None,
     finetune_epochs: int | None = None,
     source: str = "auto",
     trial: str | None = None,
+    **limits: float | None,
 ) -> Selection:
     """Pick one policy of a run; constraints not given are the search's own.
+
+    ``limits``: max_acc_drop, min_flops_reduction, min_params_reduction, min_latency_reduction, ...
+    (one per objective, objectives.CONSTRAINTS).
 
     ``trial`` names one completed trial to take instead (constraints and preference aside).
 
@@ -71,8 +73,7 @@ def select(
     if export and not export.parent.resolve().is_dir():
         raise PdsearchError(f"cannot export to {export}: folder {export.parent} does not exist")
     run = load_run(run_dir, source)
-    constraints = override_constraints(run.cfg.search.constraints, max_acc_drop=max_acc_drop,
-                                       min_flops_reduction=min_flops_reduction, min_params_reduction=min_params_reduction)
+    constraints = override_constraints(run.cfg.search.constraints, **limits)
     if not len(run.completed):
         raise PdsearchError(f"{run.run_dir} has no completed trial yet: nothing to select from")
     front = run.front(constraints)
@@ -119,15 +120,18 @@ def pick(front: pd.DataFrame, prefer: str, objectives: list[str]) -> tuple[pd.Se
     the best compromise, independent of the objectives' units. Ties go to accuracy.
     """
     n = len(front)
-    if prefer == "accuracy":
-        return front.sort_values(["accuracy", "flops"], ascending=[False, True]).iloc[0], \
-            f"highest validation accuracy among the {n} feasible Pareto policies"
-    if prefer in ("flops", "params"):
-        return front.sort_values([prefer, "accuracy"], ascending=[True, False]).iloc[0], \
-            f"fewest {'FLOPs' if prefer == 'flops' else 'parameters'} among the {n} feasible Pareto policies"
+    if prefer in OBJECTIVES:
+        o = OBJECTIVES[prefer]
+        if o.metric not in front.columns:
+            raise PdsearchError(f"this run did not measure {prefer}: prefer one of knee, {', '.join(objectives)}")
+        tie = "flops" if prefer == "accuracy" else "accuracy"
+        ordered_front = front.sort_values([o.metric, tie], ascending=[o.direction == "min", tie != "accuracy"])
+        best = "highest" if o.direction == "max" else "lowest"
+        return ordered_front.iloc[0], f"{best} {o.label} among the {n} feasible Pareto policies"
     scaled = []
     for objective in objectives:
-        values = front[objective].astype(float) * (1 if OBJECTIVES[objective] == "max" else -1)
+        o = OBJECTIVES[objective]
+        values = front[o.metric].astype(float) * (1 if o.direction == "max" else -1)
         span = values.max() - values.min()
         scaled.append((values - values.min()) / span if span > 0 else pd.Series(1.0, index=values.index))
     distance = np.sqrt(sum((1 - s) ** 2 for s in scaled))
@@ -145,9 +149,9 @@ def closest_miss(trials: pd.DataFrame, constraints: Constraints) -> str:
     row = trials.loc[best]
     parts = []
     for name, v in constraints.violations(row).items():
-        _, label, metric, unit, _ = CONSTRAINTS[name]
+        c = CONSTRAINTS[name]
         if v > 0:
-            parts.append(f"{label} by {v:.2f} points ({row[metric]:.2f}{unit})")
+            parts.append(f"{c.label} by {v:.2f} points ({row[c.metric]:.2f}{c.unit})")
     return (f"no completed policy meets {constraints.describe()}; the closest is GPR {row['gpr']:g}% {row['pd']} "
             f"{row['criterion']} (trial {row['trial_id']}), which misses {' and '.join(parts)}")
 
@@ -220,10 +224,12 @@ def describe(selection: Selection) -> str:
     row, c = selection.trial, selection.constraints
     lines = [f"selected: {selection.policy.amount} {row['pd']} criterion {_criteria_label(selection)} (trial {row['trial_id']})",
              f"  why: {selection.reason}"]
-    for field, label, metric, unit, sense in CONSTRAINTS.values():
-        limit = getattr(c, field)
-        bound = f" (constraint {sense} {limit:g}{unit})" if limit is not None else " (no constraint)"
-        lines.append(f"  {label}: {row[metric]:.2f}{unit}{bound}")
+    for con in CONSTRAINTS.values():
+        limit = getattr(c, con.field)
+        if con.metric not in row or row[con.metric] in ("", None):
+            continue  # not measured in this run (latency, energy)
+        bound = f" (constraint {con.sense} {limit:g}{con.unit})" if limit is not None else " (no constraint)"
+        lines.append(f"  {con.label}: {float(row[con.metric]):.2f}{con.unit}{bound}")
     lines.append(f"  val accuracy {row['accuracy']:.2f}%, test {row['test_accuracy']:.2f}%; "
                  f"FLOPs {int(row['flops']):,}, params {int(row['params']):,}")
     lines.append(f"written: {selection.path}")

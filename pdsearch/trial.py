@@ -14,7 +14,7 @@ import math
 import socket
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -23,6 +23,8 @@ from torch import nn
 from pdsearch.baseline import model_and_data
 from pdsearch.config import SearchConfig
 from pdsearch.cost import count_cost
+from pdsearch.cost.energy import energy_per_image
+from pdsearch.cost.latency import compare
 from pdsearch.data import DataBundle
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Plan, Planner
@@ -44,6 +46,12 @@ class TrialContext:
     model: nn.Module  # the baseline, on the CPU, never modified
     data: DataBundle
     planner: Planner
+    on_device: dict[str, nn.Module] = field(default_factory=dict)  # the baseline per device, for timing
+
+    def baseline_on(self, device: torch.device) -> nn.Module:
+        if str(device) not in self.on_device:
+            self.on_device[str(device)] = prepare(copy.deepcopy(self.model), device).eval()
+        return self.on_device[str(device)]
 
 
 _CONTEXT: dict[str, TrialContext] = {}
@@ -106,6 +114,35 @@ def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig
     }
 
 
+def measure_deployment(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
+    """Latency (and GPU energy) of the pruned model and the baseline, back to back in this process."""
+    wanted = cfg.search.measures()
+    if not wanted:
+        return {}
+    pruned = prepare(pruned, device).eval()
+    baseline = ctx.baseline_on(device)
+    shape = ctx.planner.structure.example_input.shape[1:]
+    fields: dict[str, Any] = {}
+    if "latency" in wanted:
+        s = cfg.latency
+        for i, size in enumerate(s.batch_sizes):
+            batch = torch.randn(size, *shape, device=device)
+            mine, theirs = compare(pruned, baseline, batch, s.warmup, s.runs)
+            suffix = "" if i == 0 else f"_bs{size}"
+            fields.update({f"latency_ms{suffix}": mine.median_ms, f"latency_iqr_ms{suffix}": mine.iqr_ms,
+                           f"baseline_latency_ms{suffix}": theirs.median_ms,
+                           f"latency_ratio{suffix}": mine.median_ms / theirs.median_ms,
+                           f"latency_reduction_pct{suffix}": 100.0 * (1 - mine.median_ms / theirs.median_ms)})
+        fields["latency_device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+            f"cpu ({torch.get_num_threads()} threads)"
+    if "energy" in wanted:
+        batch = torch.randn(cfg.latency.batch_sizes[0], *shape, device=device)
+        mine, theirs = energy_per_image(pruned, batch, cfg.latency.runs), energy_per_image(baseline, batch, cfg.latency.runs)
+        fields.update(energy_mj_per_image=mine, baseline_energy_mj_per_image=theirs, energy_ratio=mine / theirs,
+                      energy_reduction_pct=100.0 * (1 - mine / theirs))
+    return fields
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
@@ -129,8 +166,9 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         for r in range(cfg.space.repeats):
             seeded = dataclasses.replace(policy, seed=policy.seed + r)
             pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)
-            if r == 0:
+            if r == 0:  # the cost, measured ones too, is known from the start: schedulers read it at every rung
                 cost = _cost_fields(count_cost(pruned, ctx.planner.structure.example_input), ctx)
+                cost.update(measure_deployment(ctx, pruned, cfg, device))
             on_epoch = None
             if r == 0 and report is not None:
                 fields = {**cost, **policy_fields(policy, plan.gpr, plan.criteria), "status": "stopped"}

@@ -29,14 +29,15 @@ def run_copy(nsga_run, tmp_path):
 def test_report_writes_self_contained_html_markdown_and_real_pngs(nsga_run, tmp_path):
     _, run_dir, _ = nsga_run
     rep = pdsearch.report(run_dir, out=tmp_path / "rep")
-    assert set(rep.plots) == {"pareto_flops.png", "pareto_params.png", "accuracy_vs_gpr.png", "rate_profiles.png"}
+    assert set(rep.plots) == {"pareto_flops.png", "pareto_params.png", "accuracy_vs_gpr.png", "rate_profiles.png",
+                              "screening.png"}
     for path in rep.plots.values():
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         image = imread(path)
         assert image.shape[0] > 200 and image.shape[1] > 200
         assert image[..., :3].std() > 0.01  # something is drawn
     page = rep.html.read_text()
-    assert page.count('src="data:image/png;base64,') == 4
+    assert page.count('src="data:image/png;base64,') == len(rep.plots)
     assert "src=\"http" not in page and ".png\"" not in page  # nothing to fetch: opens offline
     markdown = rep.markdown.read_text()
     for name in rep.plots:
@@ -69,7 +70,7 @@ def test_report_from_the_study_matches_trials_csv(nsga_run, tmp_path):
 def test_report_on_a_partial_run(run_copy, tmp_path):
     trials = pd.read_csv(run_copy / "trials.csv")
     trials.head(3).to_csv(run_copy / "trials.csv", index=False)  # as if it crashed after 3 trials
-    rep = pdsearch.report(run_copy)
+    rep = pdsearch.report(run_copy, source="csv")  # (auto would read the study, which has all 8)
     assert "3 trials finished of 8 (partial run" in rep.markdown.read_text()
     assert set(rep.front["trial_id"]) <= set(trials.head(3)["trial_id"].astype(str))
     (run_copy / "trials.csv").unlink()  # and without trials.csv at all: the study has every trial
