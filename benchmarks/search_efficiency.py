@@ -37,12 +37,12 @@ BASE = {
 SPACES = {
     "quickstart": {"finetune": {"epochs": 3, "lr": 0.02},
                    "space": {"gpr": {"low": 10, "high": 80, "step": 5}, "pd": [1, 2, 3, 4, 5]},
-                   "fidelity": {"min_epochs": 0, "eta": 3}},
+                   "fidelity": {"min_epochs": 1, "eta": 3}},
     "large": {"finetune": {"epochs": 6, "lr": 0.02},
               "space": {"budget": {"flops_reduction": {"low": 5, "high": 85}},
                         "shape": {"slope": {"low": -1, "high": 1}, "curvature": {"low": -1, "high": 1}},
                         "criteria": ["l1", "fpgm", "taylor"]},
-              "fidelity": {"min_epochs": 0, "eta": 3}},
+              "fidelity": {"min_epochs": 1, "eta": 3}},
 }
 METHODS = [("random", "random", "fifo"), ("nsga2", "nsga2", "fifo"), ("nsga2+mo_asha", "nsga2", "mo_asha"),
            ("tpe+mo_asha", "tpe", "mo_asha"), ("grid", "grid", "fifo")]
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spaces", default="quickstart,large")
     parser.add_argument("--trials", type=int, default=24, help="trials of the FIFO searches")
-    parser.add_argument("--asha-trials", type=int, default=150, help="trials of the mo_asha searches (more trials, fewer epochs each)")
+    parser.add_argument("--asha-trials", type=int, default=80, help="trials of the mo_asha searches (more trials, fewer epochs each)")
     parser.add_argument("--out", default="search_efficiency.png")
     args = parser.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
