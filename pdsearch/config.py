@@ -219,10 +219,16 @@ class SpaceConfig(_Section):
 class _ConstraintsBase(_Section):
     """One optional bound per objective (objectives.CONSTRAINTS): the fields are made from that table."""
 
-    def violations(self, metrics: Mapping[str, Any]) -> dict[str, float]:
-        """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points."""
+    def violations(self, metrics: Mapping[str, Any], fixed_only: bool = False) -> dict[str, float]:
+        """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points.
+
+        ``fixed_only``: only constraints on what pruning fixes (cost), not on accuracy, which
+        an unfinished fine-tune has not reached yet.
+        """
         values = {}
         for c in CONSTRAINTS.values():
+            if fixed_only and c.evolves:
+                continue
             limit = getattr(self, c.field)
             if limit is not None:
                 value = float(metrics[c.metric])

@@ -24,6 +24,7 @@ class Constraint:
     unit: str
     sense: str  # "<=" (a maximum) or ">=" (a minimum)
     percent: bool = True  # a value in [0, 100)
+    evolves: bool = False  # True: the metric changes with fine-tuning (accuracy), so only its final value counts
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ OBJECTIVES: dict[str, Objective] = {
     "accuracy": Objective(
         "accuracy", "accuracy", "max", "validation accuracy (%)", loss=lambda v, base: 1.0 - v / 100.0,
         reference=lambda base: "accuracy 0 %", worst=lambda base: 0.0,
-        constraint=Constraint("acc_drop", "max_acc_drop", "acc drop", "acc_drop", " pts", "<=", percent=False)),
+        constraint=Constraint("acc_drop", "max_acc_drop", "acc drop", "acc_drop", " pts", "<=", percent=False,
+                              evolves=True)),
     "flops": Objective(
         "flops", "flops", "min", "FLOPs", loss=lambda v, base: v / base["flops"],
         reference=lambda base: "FLOPs = baseline", worst=lambda base: float(base["flops"]),

@@ -7,6 +7,9 @@ ranks in the top 1/eta of the trials recorded at that rung so far, asynchronousl
 ASHA does. Ranking: constrained non-dominated sorting on the search's objectives
 (infeasible trials last, by total violation, as Optuna's constrained dominance does),
 ties within a front broken by crowding distance, as NSGA-II and Syne Tune's MOASHA do.
+Only constraints on what pruning fixes (FLOPs, params, latency) can make a trial
+infeasible at a rung: an accuracy constraint judged on a half-fine-tuned accuracy would
+stop exactly the heavily pruned policies that need the epochs most.
 
 Ray Tune's own schedulers track one metric; Optuna's pruners refuse multi-objective
 studies. This is the piece neither has.
@@ -114,7 +117,8 @@ def _mo_asha(cfg) -> MultiObjectiveASHA:
     return MultiObjectiveASHA(
         metrics(cfg.search.objectives), directions(cfg.search.objectives),
         rungs(cfg.search.fidelity.min_epochs, cfg.search.fidelity.eta, cfg.finetune.epochs), cfg.search.fidelity.eta,
-        violation=lambda result: sum(max(0.0, v) for v in constraints.violations(result).values()),
+        # accuracy constraints judge the final accuracy: at a rung, only cost constraints can rank a trial last
+        violation=lambda result: sum(max(0.0, v) for v in constraints.violations(result, fixed_only=True).values()),
     )
 
 

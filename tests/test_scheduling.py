@@ -53,16 +53,23 @@ def result(epoch, acc, flops, drop=1.0, status="stopped"):
 
 
 def test_scheduler_stops_at_rungs_asynchronously():
-    cfg = tiny_config(search={"constraints": {"max_acc_drop": 5.0}})
+    cfg = tiny_config(search={"constraints": {"min_flops_reduction": 50.0}})
     sched = MultiObjectiveASHA(["accuracy", "flops"], ["max", "min"], [1, 3], 3,
-                               violation=lambda r: max(0.0, cfg.search.constraints.violations(r)["acc_drop"]))
-    decide = lambda tid, res: sched.on_trial_result(None, Trial(tid), res)  # noqa: E731
+                               violation=lambda r: max(0.0, cfg.search.constraints.violations(r)["flops_reduction"]))
+    decide = lambda tid, res: sched.on_trial_result(None, Trial(tid), {**res, "flops_reduction_pct": 100 - res["flops"]})  # noqa: E731
     assert decide("a", result(1, 80, 50)) == TrialScheduler.CONTINUE  # first at the rung
-    assert decide("b", result(1, 70, 60)) == TrialScheduler.STOP  # dominated by a; top 1 of 2
-    assert decide("c", result(1, 99, 10, drop=9.0)) == TrialScheduler.STOP  # best values, but infeasible
+    assert decide("b", result(1, 70, 40)) == TrialScheduler.STOP  # a's and b's trade-offs differ, but top 1 of 2
+    assert decide("c", result(1, 99, 60)) == TrialScheduler.STOP  # the best accuracy, but misses the FLOPs bound
     assert decide("d", result(2, 10, 99)) == TrialScheduler.CONTINUE  # between rungs: no decision
     assert decide("e", result(3, 10, 99, status="ok")) == TrialScheduler.CONTINUE  # a final result
     assert set(sched.records[1]) == {"a", "b", "c"} and not sched.records[3]
+
+
+def test_at_a_rung_only_cost_constraints_count():
+    c = tiny_config(search={"constraints": {"max_acc_drop": 2.0, "min_flops_reduction": 30}}).search.constraints
+    immature = {"acc_drop": 20.0, "flops_reduction_pct": 40.0}
+    assert c.violations(immature) == {"acc_drop": 18.0, "flops_reduction": -10.0}
+    assert c.violations(immature, fixed_only=True) == {"flops_reduction": -10.0}
 
 
 @pytest.fixture(scope="module")
