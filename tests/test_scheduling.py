@@ -123,3 +123,32 @@ def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, t
 
     rep = report(tmp_path)
     assert "screening.png" in rep.plots and "Spearman" in rep.markdown.read_text()
+
+
+@pytest.mark.slow
+def test_resume_keeps_stopped_trials_stopped_and_completes_the_rest(tmp_path):
+    import os
+    import signal
+
+    import pandas as pd
+
+    from test_faults import pdsearch_process, search_in_progress
+
+    cfg = tiny_config(finetune={"epochs": 4, "lr": 0.02}, search={**MO_ASHA, "num_trials": 16})
+    stopped_seen = lambda run: (run / "trials.csv").exists() and "stopped" in (run / "trials.csv").read_text()  # noqa: E731
+    driver, run = search_in_progress(tmp_path, cfg, stopped_seen)
+    os.kill(driver.pid, signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output[-3000:]
+    before = pd.read_csv(run / "trials.csv", dtype={"trial_id": str})
+    stopped = before[before["status"] == "stopped"].set_index("trial_id")
+    assert len(stopped) >= 1
+
+    resumed = pdsearch_process("resume", str(run), "--address", "local")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output[-3000:]
+    after = pd.read_csv(run / "trials.csv", dtype={"trial_id": str}).set_index("trial_id")
+    assert len(after) == 16 and after.index.is_unique
+    assert (after.loc[stopped.index, "status"] == "stopped").all()  # never rerun
+    assert (after.loc[stopped.index, "epochs"] == stopped["epochs"]).all()
+    assert set(after["status"]) <= {"ok", "stopped"}
