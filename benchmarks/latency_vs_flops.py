@@ -46,7 +46,7 @@ def main() -> None:
                                  "latency_red_%": 100 * (1 - mine.median_ms / theirs.median_ms),
                                  "latency_ms": mine.median_ms, "baseline_ms": theirs.median_ms})
                     print(f"{model} round_to {round_to} {budget:g}% {pd_name}: FLOPs -{plan.flops['reduction_pct']:.1f}%, "
-                          f"latency -{rows[-1]['latency_red_%']:.1f}% ({mine.median_ms:.2f} vs {theirs.median_ms:.2f} ms)",
+                          f"latency reduced {rows[-1]['latency_red_%']:+.1f}% ({mine.median_ms:.2f} vs {theirs.median_ms:.2f} ms)",
                           flush=True)
     table = pd.DataFrame(rows)
     print(f"\nCPU, {torch.get_num_threads()} threads, batch 1, {size}x{size}")
