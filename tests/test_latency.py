@@ -1,6 +1,7 @@
 """Measured latency: a model with most of its FLOPs removed runs faster than its baseline, side by side."""
 import copy
 
+import pytest
 import torch
 
 from pdsearch.cost.latency import compare, measure_latency
@@ -28,6 +29,7 @@ def test_latency_is_measured_in_eval_mode_and_restores_the_mode():
     assert measured.median_ms > 0 and model.training and torch.equal(model[1].running_mean, before)
 
 
+@pytest.mark.slow
 def test_a_search_on_latency_measures_it_and_builds_its_front_on_it(ray_session, tmp_path):
     from conftest import tiny_config
     from pdsearch.reporting import report

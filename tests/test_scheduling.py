@@ -101,6 +101,7 @@ def test_screening_reestimates_batchnorm(baseline):
 MO_ASHA = {"scheduler": "mo_asha", "fidelity": {"min_epochs": 0, "eta": 2}, "num_trials": 12, "population_size": 4}
 
 
+@pytest.mark.slow
 def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, tmp_path):
     import optuna
 
