@@ -111,7 +111,8 @@ def _print_front(result: dict) -> None:
         print("Pareto front: empty (no completed trial meets the constraints)")
         return
     cols = ["gpr", "budget", "pd", "criterion", "accuracy", "acc_drop", "test_accuracy", "flops_reduction_pct", "params_reduction_pct"]
-    table = front[[c for c in cols if c in front.columns and (front[c] != "").any()]].rename(
+    shown = [c for c in cols if c in front.columns and front[c].replace("", None).notna().any()]  # no empty columns
+    table = front[shown].rename(
         columns={"flops_reduction_pct": "flops_red_%", "params_reduction_pct": "params_red_%"})
     print(f"Pareto front ({len(front)} policies, val accuracy vs FLOPs vs params):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
