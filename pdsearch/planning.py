@@ -121,6 +121,19 @@ class Planner:
                                          for g, r in zip(self.groups, allocation.rates)])
         return allocation
 
+    def check(self, policy: Policy, **measured: Any) -> None:
+        """Raise PdsearchError if ``policy`` cannot be built; milliseconds, no data needed.
+
+        The budget is checked against what the cap allows; the policy is planned in full when
+        what its allocator reads is at hand (the model's shapes always; a profile if given).
+        A loss probe is never built here: that allocation runs in the trial.
+        """
+        space = self.cost_space(policy.max_rate, policy.round_to)
+        space.check(goal_of(policy, space))
+        reads = {"structure": None, "sensitivity": "profile"}.get(policy.allocator.needs, "probe")
+        if reads is None or (reads != "probe" and measured.get(reads) is not None):
+            self.plan(policy, **measured)
+
     def rates(self, policy: Policy, **measured: Any) -> np.ndarray:
         return self.allocate(policy, **measured).rates
 

@@ -16,7 +16,7 @@ from pdsearch.config import SearchConfig
 from pdsearch.errors import PdsearchError
 from pdsearch.objectives import OBJECTIVES
 from pdsearch.planning import Planner
-from pdsearch.policy import SensitivityProfile, goal_of
+from pdsearch.policy import SensitivityProfile
 from pdsearch.recording import TUNE_FIELDS
 from pdsearch.rundir import INFEASIBLE_ATTR, METRICS_ATTR, TRIALS_CSV, TrialTable
 from pdsearch.space import SearchSpace, policy_fields
@@ -38,7 +38,7 @@ class PolicySearcher(OptunaSearch):
     MAX_REDRAWS = 50
 
     def __init__(self, *args: Any, cfg: SearchConfig, model_info: dict[str, Any], run_dir: Path,
-                 profile: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 profile: SensitivityProfile | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cfg = cfg
         self._search_space = SearchSpace(cfg)
@@ -70,14 +70,8 @@ class PolicySearcher(OptunaSearch):
         if getattr(self, "_planner", None) is None:
             self._planner = Planner.from_info(self._cfg.model.name, self._model_info, self._cfg.model.kwargs)
         try:
-            policy = self._search_space.policy(params)
-            needs = policy.allocator.needs
-            if needs == "structure" or (needs == "sensitivity" and self._profile):
-                profile = SensitivityProfile.from_dict(self._profile) if self._profile else None
-                self._planner.plan(policy, settings=self._cfg.space.settings(), profile=profile)
-            else:
-                space = self._planner.cost_space(policy.max_rate)
-                space.check(goal_of(policy, space))
+            self._planner.check(self._search_space.policy(params), settings=self._cfg.space.settings(),
+                                profile=self._profile)
         except PdsearchError as exc:
             return str(exc)
         return ""

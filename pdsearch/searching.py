@@ -28,12 +28,11 @@ from ray import tune
 from pdsearch.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
 from pdsearch.cluster import concurrency, connect, probe_address
 from pdsearch.config import SearchConfig, load_config, parse_config, with_overrides
-from pdsearch.objectives import directions, metrics
 from pdsearch.errors import Interrupted, PdsearchError
 from pdsearch.locking import run_lock
+from pdsearch.objectives import directions, metrics
 from pdsearch.planning import Planner
-from pdsearch.policy import goal_of
-from pdsearch.policy.allocators import SensitivityProfile
+from pdsearch.policy import SensitivityProfile
 from pdsearch.recording import TrialRecorder
 from pdsearch.scheduling import SCHEDULERS
 from pdsearch.rundir import CONFIG_YAML, MODEL_JSON, PARETO_CSV, TRIALS_CSV, TrialTable, load_run, storage_url
@@ -62,11 +61,7 @@ def preflight(cfg: SearchConfig) -> dict[str, Any]:
     space.sampler()
     model, data = model_and_data(cfg)
     planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels)
-    policy = space.policy(space.first())
-    cost_space = planner.cost_space(policy.max_rate)
-    cost_space.check(goal_of(policy, cost_space))
-    if policy.allocator.needs == "structure":
-        planner.plan(policy)
+    planner.check(space.policy(space.first()), settings=cfg.space.settings())
     if cfg.baseline.checkpoint:
         load_checkpoint(model, cfg.baseline.checkpoint, cfg.baseline.trust_checkpoint)
     base = planner.cost_model.base
@@ -78,12 +73,11 @@ def preflight(cfg: SearchConfig) -> dict[str, Any]:
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any],
-               profile: dict[str, Any] | None) -> None:
+               profile: SensitivityProfile | None) -> None:
     cfg = SearchConfig.model_validate(settings)
     torch.set_num_threads(max(1, int(cfg.resources.cpu)))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # Ray hides GPUs it did not assign
-    metrics = run_trial(config, cfg, baseline, device, SensitivityProfile.from_dict(profile) if profile else None,
-                        report=tune.report)  # per epoch, for the scheduler
+    metrics = run_trial(config, cfg, baseline, device, profile, report=tune.report)  # per epoch, for the scheduler
     metrics["rates"] = json.dumps(metrics["rates"])
     tune.report(metrics)
 
@@ -114,7 +108,7 @@ def _baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any]:
     return baseline
 
 
-def _profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any]) -> dict[str, Any] | None:
+def _profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any]) -> SensitivityProfile | None:
     """The baseline's sensitivity profile, where the space needs one: cached, or measured once as a Ray task."""
     if not needs_profile(cfg):
         return None
@@ -123,7 +117,7 @@ def _profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any]) -> dict
         task = ray.remote(num_cpus=cfg.resources.cpu, num_gpus=cfg.resources.gpu)(compute_profile)
         profile = ray.get(task.remote(cfg, baseline))
         save_profile(cfg, profile, run_dir)
-    return profile.to_dict()
+    return profile
 
 
 def tune_path(cfg: SearchConfig, run_dir: Path) -> str:
@@ -206,7 +200,7 @@ def _interrupted(cfg: SearchConfig, run_dir: Path) -> str:
 
 
 def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str, Any],
-               profile: dict[str, Any] | None) -> tune.Tuner:
+               profile: SensitivityProfile | None) -> tune.Tuner:
     space = SearchSpace(cfg)
     objectives = cfg.search.objectives
     searcher = PolicySearcher(
