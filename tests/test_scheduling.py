@@ -122,8 +122,8 @@ def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, t
     assert pruned == set(stopped["trial_id"])
     from pdsearch.reporting import report
 
-    rep = report(tmp_path)
-    assert "screening.png" in rep.plots and "Spearman" in rep.markdown.read_text()
+    rep = report(tmp_path)  # the screening correlation needs 3 completed trials; how many complete is the scheduler's call
+    assert ("screening.png" in rep.plots) == ("Spearman" in rep.markdown.read_text()) == (len(done) >= 3)
 
 
 @pytest.mark.slow
