@@ -124,14 +124,15 @@ def _print_front(result: dict) -> None:
 def _cmd_search(args: argparse.Namespace) -> int:
     from pdsearch.searching import search
 
-    _print_front(search(args.config, run_dir=args.run_dir, num_trials=args.num_trials, address=args.address))
+    _print_front(search(args.config, run_dir=args.run_dir, num_trials=args.num_trials, address=args.address,
+                        progress=args.progress))
     return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from pdsearch.searching import resume
 
-    _print_front(resume(args.run_dir, address=args.address))
+    _print_front(resume(args.run_dir, address=args.address, progress=args.progress))
     return 0
 
 
@@ -165,9 +166,25 @@ def _cmd_select(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from pdsearch.dashboard import dashboard
+
+    dashboard(args.run_dir, host=args.host, port=args.port)
+    return 0
+
+
 def _note(text: str) -> None:
     if text:
         print(f"pdsearch: note: {text}", file=sys.stderr)
+
+
+def _progress_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quiet", dest="progress", action="store_const", const="quiet",
+                   help="print nothing until the final summary")
+    g.add_argument("--verbose", dest="progress", action="store_const", const="verbose",
+                   help="Ray Tune's full trial table instead of the compact progress")
+    p.set_defaults(progress="normal")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,11 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", help="where results go (default: the config's run_dir, else runs/NAME)")
     s.add_argument("--num-trials", type=int, help="override search.num_trials")
     s.add_argument("--address", help="Ray cluster address ('auto' on a cluster head); default: start Ray locally")
+    _progress_flags(s)
     s.set_defaults(func=_cmd_search)
 
     m = sub.add_parser("resume", help="continue a search whose driver died: same Tune experiment, same Optuna study")
     m.add_argument("run_dir")
     m.add_argument("--address", help="Ray cluster address; default: start Ray locally")
+    _progress_flags(m)
     m.set_defaults(func=_cmd_resume)
 
     v = sub.add_parser("sensitivity", help="the baseline's sensitivity profile (measured if missing): sensitivity.csv and .png")
@@ -234,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")
     c.add_argument("--source", **source)
     c.set_defaults(func=_cmd_select)
+
+    d = sub.add_parser("dashboard", help="optuna-dashboard on the run's study (needs the [dashboard] extra)")
+    d.add_argument("run_dir")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    d.add_argument("--port", type=int, default=8080)
+    d.set_defaults(func=_cmd_dashboard)
     return parser
 
 

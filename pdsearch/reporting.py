@@ -1,7 +1,8 @@
 """Pareto reports: what a run found, as PNG plots, report.md and a self-contained report.html.
 
-Plots use matplotlib's object API (no pyplot state, no display needed); tables are
-pandas frames rendered to Markdown and HTML. A report can be made while the search
+Plots use matplotlib's object API (no pyplot state, no display needed); report.html
+shows the trade-off plots interactively (interactive.py, Plotly) and the rest as PNGs;
+tables are pandas frames rendered to Markdown and HTML. A report can be made while the search
 is still running or after it crashed: it shows the trials finished so far.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pdsearch import interactive
 from pdsearch.cost import count_unit, human_count
 from pdsearch.errors import PdsearchError
 from pdsearch.objectives import OBJECTIVES
@@ -70,8 +72,10 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
         "rate_profiles.png": _rate_profiles(run, front),
     }
+    interactive_figures = {f"pareto_{name}.png": interactive.tradeoff(run, front, name) for name in _cost_axes(run)}
     if "latency_reduction_pct" in done.columns:
         figures["flops_vs_latency.png"] = _flops_vs_latency(run, front)
+        interactive_figures["flops_vs_latency.png"] = interactive.flops_vs_latency(run, front)
     screening = screening_correlation(done)
     if screening:
         figures["screening.png"] = _screening(run, screening)
@@ -104,7 +108,8 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     title = f"pdsearch report: {run.cfg.name}"
     markdown, page = out / "report.md", out / "report.html"
     markdown.write_text(_markdown(title, sections))
-    page.write_text(_html(title, sections, plots))
+    divs = {name: interactive.div(fig, f"plot-{Path(name).stem}") for name, fig in interactive_figures.items()}
+    page.write_text(_html(title, sections, plots, divs))
     return Report(page, markdown, plots, hv, front, tables, run.note)
 
 
@@ -383,7 +388,8 @@ def _markdown(title: str, sections: list[Section]) -> str:
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.9em;margin:0.5em 0}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}img{max-width:49%;margin:0.3em 0}code{background:#f3f3f3;padding:0 3px}"""
+th{background:#f3f3f3}img{max-width:49%;margin:0.3em 0}code{background:#f3f3f3;padding:0 3px}
+.plot{margin:0.5em 0;border:1px solid #eee}"""
 
 
 def _inline_markdown(text: str) -> str:
@@ -398,8 +404,9 @@ def _inline_markdown(text: str) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def _html(title: str, sections: list[Section], plots: dict[str, Path]) -> str:
-    """One file: the plots are embedded as base64 PNGs, so it opens offline and can be mailed."""
+def _html(title: str, sections: list[Section], plots: dict[str, Path], interactive_divs: dict[str, str]) -> str:
+    """One file that opens offline and can be mailed: interactive plots where there are some (plotly.js
+    inlined), the other plots as base64 PNGs."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for heading, content in sections:
         body.append(f"<h2>{html.escape(heading)}</h2>")
@@ -407,10 +414,14 @@ def _html(title: str, sections: list[Section], plots: dict[str, Path]) -> str:
             body.append(content.to_html(index=False, border=0))
         elif isinstance(content, list):
             for name in content:
+                if name in interactive_divs:
+                    body.append(f'<div class="plot">{interactive_divs[name]}</div>')
+                    continue
                 data = base64.b64encode(plots[name].read_bytes()).decode()
                 body.append(f'<img alt="{html.escape(PLOTS[name])}" src="data:image/png;base64,{data}">')
         else:
             body.append(_inline_markdown(content))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+            f"<style>{_CSS}</style>{interactive.script() if interactive_divs else ''}</head>"
+            f"<body>{''.join(body)}</body></html>\n")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,14 @@ NUMERIC_COLUMNS = [
 
 def storage_url(cfg: SearchConfig, run_dir: Path) -> str:
     return cfg.search.storage or f"sqlite:///{(Path(run_dir) / STUDY_DB).resolve()}"
+
+
+def name_objectives(study: optuna.Study, cfg: SearchConfig) -> None:
+    """Name the study's values after the search's objectives (optuna-dashboard shows them, not 0, 1, 2)."""
+    if study.metric_names != cfg.search.objectives:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and what optuna-dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(cfg.search.objectives))
 
 
 def ordered(frame: pd.DataFrame) -> pd.DataFrame:

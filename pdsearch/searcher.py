@@ -18,7 +18,7 @@ from pdsearch.objectives import OBJECTIVES
 from pdsearch.planning import Planner
 from pdsearch.policy import SensitivityProfile
 from pdsearch.recording import TUNE_FIELDS
-from pdsearch.rundir import INFEASIBLE_ATTR, METRICS_ATTR, TRIALS_CSV, TrialTable
+from pdsearch.rundir import INFEASIBLE_ATTR, METRICS_ATTR, TRIALS_CSV, TrialTable, name_objectives
 from pdsearch.space import SearchSpace, policy_fields
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class PolicySearcher(OptunaSearch):
                  profile: SensitivityProfile | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cfg = cfg
+        name_objectives(self._ot_study, cfg)
         self._search_space = SearchSpace(cfg)
         self._model_info = model_info
         self._profile = profile

@@ -12,6 +12,7 @@ in searcher.py, trials.csv in recording.py, the Ray connection in cluster.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from pdsearch.locking import run_lock
 from pdsearch.objectives import directions, metrics
 from pdsearch.planning import Planner
 from pdsearch.policy import SensitivityProfile
+from pdsearch.progress import trial_dirname, trial_name, tune_reporter
 from pdsearch.recording import TrialRecorder
 from pdsearch.scheduling import SCHEDULERS
 from pdsearch.rundir import CONFIG_YAML, MODEL_JSON, PARETO_CSV, TRIALS_CSV, TrialTable, load_run, storage_url
@@ -41,7 +43,7 @@ from pdsearch.profiling import cached_profile, compute_profile, needs_profile, s
 from pdsearch.space import SearchSpace
 from pdsearch.trial import run_trial
 
-# Ray Tune's compact table reporter (the default output prints every result in full).
+# Ray Tune's ProgressReporter interface (progress.py); its newer output ignores custom reporters.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Tune saves the experiment state (what `resume` restores) at its own pace ("auto": at most 5% of
 # the time, every 10 s or more); a fixed period would cost more and more as trials accumulate.
@@ -80,15 +82,6 @@ def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[
     metrics = run_trial(config, cfg, baseline, device, profile, report=tune.report)  # per epoch, for the scheduler
     metrics["rates"] = json.dumps(metrics["rates"])
     tune.report(metrics)
-
-
-def _reporter() -> tune.ProgressReporter:
-    return tune.CLIReporter(
-        parameter_columns=["gpr", "pd", "slope", "curvature", "criterion"],
-        metric_columns={"accuracy": "val acc", "acc_drop": "drop", "flops_reduction_pct": "FLOPs -%",
-                        "params_reduction_pct": "params -%", "status": "status"},
-        max_report_frequency=20, print_intermediate_tables=True,
-    )
 
 
 def _prepare_run_dir(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any]) -> None:
@@ -153,9 +146,11 @@ def _stop_signals() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False) -> dict[str, Any]:
+def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, resume: bool = False,
+               progress: str = "normal") -> dict[str, Any]:
     run_dir = run_dir.resolve()
     model_info = preflight(cfg)
+    reporter = tune_reporter(cfg, run_dir, model_info, progress)
     experiment = f"{tune_path(cfg, run_dir).rstrip('/')}/{cfg.name}"
     if resume and not tune.Tuner.can_restore(experiment):
         raise PdsearchError(f"{run_dir} has no Ray Tune state to resume at {experiment} "
@@ -178,8 +173,10 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
                 )
                 if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun
                     tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+                    # the run config comes back from Tune's state; this session's --quiet/--verbose applies
+                    tuner._local_tuner.get_run_config().progress_reporter = reporter
                 else:
-                    tuner = _new_tuner(cfg, run_dir, trainable, model_info, profile)
+                    tuner = _new_tuner(cfg, run_dir, trainable, model_info, profile, reporter)
                 tuner.fit()
         except KeyboardInterrupt:
             received = received or [signal.SIGINT]
@@ -200,7 +197,7 @@ def _interrupted(cfg: SearchConfig, run_dir: Path) -> str:
 
 
 def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str, Any],
-               profile: SensitivityProfile | None) -> tune.Tuner:
+               profile: SensitivityProfile | None, reporter: tune.ProgressReporter) -> tune.Tuner:
     space = SearchSpace(cfg)
     objectives = cfg.search.objectives
     searcher = PolicySearcher(
@@ -211,13 +208,15 @@ def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str
     run_config = tune.RunConfig(
         name=cfg.name, storage_path=tune_path(cfg, run_dir), callbacks=[TrialRecorder(run_dir)],
         failure_config=tune.FailureConfig(max_failures=cfg.search.max_failures),
-        progress_reporter=_reporter(), verbose=1,
+        progress_reporter=reporter, verbose=1,
     )
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=space.size(),
                                     scheduler=SCHEDULERS[cfg.search.scheduler](cfg),
-                                    max_concurrent_trials=concurrency(cfg), reuse_actors=True),
+                                    max_concurrent_trials=concurrency(cfg), reuse_actors=True,
+                                    trial_name_creator=functools.partial(trial_name, space),
+                                    trial_dirname_creator=functools.partial(trial_dirname, space)),
         run_config=run_config,
     )
 
@@ -237,20 +236,25 @@ def search(
     run_dir: str | Path | None = None,
     num_trials: int | None = None,
     address: str | None = None,
+    progress: str = "normal",
 ) -> dict[str, Any]:
-    """Run a search; returns the trials and Pareto front (pandas) and the baseline's accuracy."""
+    """Run a search; returns the trials and Pareto front (pandas) and the baseline's accuracy.
+
+    ``progress``: quiet (nothing until the end), normal (a compact block, and a line per trial
+    in small sweeps) or verbose (Ray Tune's full table).
+    """
     overrides = {"search.num_trials": num_trials}
     if isinstance(config, SearchConfig):
         cfg = parse_config(with_overrides(config.model_dump(mode="json", by_alias=True), overrides))
     else:
         cfg = load_config(config, overrides)
     folder = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
-    return run_search(cfg, folder, address=address)
+    return run_search(cfg, folder, address=address, progress=progress)
 
 
-def resume(run_dir: str | Path, address: str | None = None) -> dict[str, Any]:
+def resume(run_dir: str | Path, address: str | None = None, progress: str = "normal") -> dict[str, Any]:
     """Continue a search whose driver died (same Tune experiment, same Optuna study)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_YAML).is_file():
         raise PdsearchError(f"{run_dir} is not a pdsearch run directory (no {CONFIG_YAML})")
-    return run_search(load_config(run_dir / CONFIG_YAML), run_dir, address=address, resume=True)
+    return run_search(load_config(run_dir / CONFIG_YAML), run_dir, address=address, resume=True, progress=progress)

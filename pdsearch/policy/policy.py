@@ -139,6 +139,13 @@ class Policy:
         return self.pd or f"shape({self.slope:+.2f},{self.curvature:+.2f})"
 
     @property
+    def name(self) -> str:
+        """Short and file-name safe, for trial names: 'gpr40-PD2-l1', 'flops60-sensitivity-l1'."""
+        amount = f"gpr{round(self.gpr, 1):g}" if self.budget is None else f"{self.budget_metric}{round(self.budget, 1):g}"
+        shape = self.pd or f"shape{self.slope:+.2f}{self.curvature:+.2f}"
+        return "-".join([amount, shape, self.criterion] + ([f"seed{self.seed}"] if self.seed else []))
+
+    @property
     def amount(self) -> str:
         """'GPR 40%' or 'FLOPs -50%'."""
         if self.budget is None:

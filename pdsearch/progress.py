@@ -1,0 +1,163 @@
+"""What a search prints while it runs: a few lines per update, at 20 trials or 2,000.
+
+A Ray Tune ``ProgressReporter`` that reads the run directory's trials.csv (which holds the
+policies screened out on the driver too) and Tune's running trials: counts, the front's
+size and hypervolume, the best policy under the constraints, elapsed time and an ETA.
+Small sweeps also get one line per finished trial. ``quiet`` prints nothing (the CLI
+prints the final summary); ``verbose`` is Tune's own table, with the space's columns.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+from ray import tune
+
+from pdsearch.config import SearchConfig
+from pdsearch.errors import PdsearchError
+from pdsearch.objectives import OBJECTIVES
+from pdsearch.rundir import TRIALS_CSV, Run, hypervolume, load_run
+from pdsearch.space import SearchSpace
+
+PROGRESS = ("quiet", "normal", "verbose")
+
+
+def trial_name(space: SearchSpace, trial: Any) -> str:
+    """A Tune trial named by its policy: 'gpr40-PD2-l1' (Tune's default is '_trainable_906de94f')."""
+    return space.policy(trial.config).name
+
+
+def trial_dirname(space: SearchSpace, trial: Any) -> str:
+    return f"{trial_name(space, trial)}_{trial.trial_id}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class SweepProgress(tune.ProgressReporter):
+    """A compact block every ``every`` seconds (and at the end), plus a line per finished trial up to
+    ``lines_up_to`` trials in all."""
+
+    def __init__(self, run_dir: Path, cfg: SearchConfig, model_info: dict[str, Any], every: float = 30.0,
+                 lines_up_to: int = 50, out: TextIO | None = None) -> None:
+        self.run_dir, self.cfg, self.base = Path(run_dir), cfg, model_info
+        self.every, self.lines_up_to, self.out = every, lines_up_to, out
+        self.space = SearchSpace(cfg)
+        self.total = self.space.size()
+        self._start = self._last_block = time.time()
+        self._seen: set[str] = set()
+        self._finished_at_start = 0
+        self._csv_stamp: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # pickled with Tune's experiment state; sys.stdout is not picklable
+        return {**self.__dict__, "out": None}
+
+    def setup(self, start_time: float | None = None, total_samples: int | None = None, **kwargs: Any) -> None:
+        self._start = self._last_block = start_time or time.time()  # the first block after ``every`` seconds
+        rows = self._rows(self._run())  # a resumed search: what finished before is not this session's pace, nor news
+        self._finished_at_start, self._seen = len(rows), set(rows["trial_id"])
+
+    def _run(self) -> Run | None:
+        try:
+            return load_run(self.run_dir, source="csv")
+        except PdsearchError:  # no trial has finished yet
+            return None
+
+    @staticmethod
+    def _rows(run: Run | None) -> pd.DataFrame:
+        return run.trials if run is not None else pd.DataFrame(columns=["trial_id", "status"])
+
+    def _csv_changed(self) -> bool:
+        try:
+            stamp = os.stat(self.run_dir / TRIALS_CSV).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        changed, self._csv_stamp = stamp != self._csv_stamp, stamp
+        return changed
+
+    def should_report(self, trials: list, done: bool = False) -> bool:
+        due = done or time.time() - self._last_block >= self.every
+        return due or (self.total <= self.lines_up_to and self._csv_changed())
+
+    def report(self, trials: list, done: bool, *sys_info: str) -> None:
+        run = self._run()
+        rows = self._rows(run)
+        lines = []
+        if self.total <= self.lines_up_to:
+            lines += [self.trial_line(row) for _, row in rows.iterrows() if row["trial_id"] not in self._seen]
+        self._seen |= set(rows["trial_id"])
+        now = time.time()
+        if done or now - self._last_block >= self.every:
+            lines += self.block(run, trials, now - self._start)
+            self._last_block = now
+        if lines:
+            print("\n".join(lines), file=self.out or sys.stdout, flush=True)
+
+    def _costs(self, row: pd.Series) -> str:
+        """The cost objectives' reductions: 'FLOPs -52.3%, params -48.0%'."""
+        return ", ".join(f"{OBJECTIVES[o].constraint.label.split()[0]} -{row[OBJECTIVES[o].constraint.metric]:.1f}%"
+                         for o in self.cfg.search.objectives if o != "accuracy")
+
+    def trial_line(self, row: pd.Series) -> str:
+        name, status = self.space.policy_of_row(row).name, row["status"]
+        if status not in ("ok", "stopped"):
+            return f"  {status:<10} {name:<28} {str(row.get('failure_reason', ''))[:100]}"
+        at = f" at epoch {int(row['epoch'])}" if status == "stopped" and pd.notna(row.get("epoch")) else ""
+        took = f", {row['seconds']:.0f} s" if pd.notna(row.get("seconds")) else ""
+        return f"  {status:<10} {name:<28} acc {row['accuracy']:6.2f} (drop {row['acc_drop']:+.2f}){at}, {self._costs(row)}{took}"
+
+    def block(self, run: Run | None, trials: list, elapsed: float) -> list[str]:
+        rows = self._rows(run)
+        counts = rows["status"].value_counts()
+        failed = int(counts.get("failed", 0) + counts.get("error", 0))
+        finished = len(rows)
+        running = sum(t.status == "RUNNING" for t in trials)
+        done_now = finished - self._finished_at_start
+        eta = _clock(elapsed / done_now * max(0, self.total - finished)) if done_now and finished < self.total else "-"
+        head = (f"[{_clock(elapsed)}] {self.cfg.name}: {finished}/{self.total} trials "
+                f"({int(counts.get('ok', 0))} ok, {int(counts.get('stopped', 0))} stopped, {failed} failed, "
+                f"{int(counts.get('infeasible', 0))} infeasible), {running} running, ETA {eta}")
+        if run is None or not len(run.completed):
+            return [head, "  front: no completed trial yet"]
+        front = run.front()
+        hv = hypervolume(front, self.cfg.search.objectives, self.base["flops"], self.base["params"])
+        lines = [head, f"  front: {len(front)} policies, hypervolume {hv:.4f}"]
+        if len(front):
+            best = front.loc[front["accuracy"].idxmax()]
+            lines.append(f"  best under the constraints ({self.cfg.search.constraints.describe()}): "
+                         f"{self.space.policy_of_row(best).name}, acc {best['accuracy']:.2f} "
+                         f"(drop {best['acc_drop']:+.2f}), {self._costs(best)}")
+        return lines
+
+
+def tune_reporter(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any], progress: str) -> tune.ProgressReporter:
+    """The reporter for ``progress`` (quiet, normal or verbose)."""
+    if progress not in PROGRESS:
+        raise PdsearchError(f"progress must be one of {', '.join(PROGRESS)}, got {progress!r}")
+    if progress == "verbose":
+        space = SearchSpace(cfg)
+        options = [name for settings in space.options.values() for name in settings]
+        return tune.CLIReporter(
+            parameter_columns=[*space.fixed, *options],
+            metric_columns={"status": "status", "epoch": "epoch", "accuracy": "val acc", "acc_drop": "drop",
+                            **{OBJECTIVES[o].constraint.metric: OBJECTIVES[o].constraint.label
+                               for o in cfg.search.objectives if o != "accuracy"}},
+            max_report_frequency=20, print_intermediate_tables=True,
+        )
+    if progress == "quiet":
+        return Silent()
+    return SweepProgress(run_dir, cfg, model_info)
+
+
+class Silent(tune.ProgressReporter):
+    """--quiet: nothing while the search runs (the CLI prints the final summary)."""
+
+    def should_report(self, trials: list, done: bool = False) -> bool:
+        return False
