@@ -21,6 +21,7 @@ _LAZY = {
     "report": "pdsearch.reporting",
     "select": "pdsearch.selection",
     "sensitivity": "pdsearch.profiling",
+    "dashboard": "pdsearch.dashboarding",
 }
 
 __all__ = ["NoFeasiblePolicy", "PdsearchError", *_LAZY]

@@ -167,7 +167,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from pdsearch.dashboard import dashboard
+    from pdsearch.dashboarding import dashboard
 
     dashboard(args.run_dir, host=args.host, port=args.port)
     return 0

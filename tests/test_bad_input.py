@@ -132,6 +132,9 @@ CASES = {
     "resume of a non-run": (lambda t: ["resume", str(t)], "not a pdsearch run directory"),
     "report of a non-run": (lambda t: ["report", str(t)], "not a pdsearch run directory"),
     "select of a non-run": (lambda t: ["select", str(t)], "not a pdsearch run directory"),
+    "dashboard of a non-run": (lambda t: ["dashboard", str(t)], "not a pdsearch run directory"),
+    "dashboard of a run with no study": (lambda t: ["dashboard", *run_without_baseline(t)[1:]], "has no study.db"),
+    "--quiet with --verbose": (lambda t: search(t) + ["--quiet", "--verbose"], "not allowed with argument"),
     "unknown subcommand": (lambda t: ["prune", str(t)], "invalid choice"),
 }
 

@@ -12,7 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import optuna
 
 from pdsearch.errors import PdsearchError
-from pdsearch.rundir import name_objectives, read_setup, storage_url
+from pdsearch.rundir import STUDY_DB, name_objectives, read_setup, storage_url
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -27,6 +27,8 @@ def dashboard(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8080) ->
         from optuna_dashboard import wsgi
     except ImportError:
         raise PdsearchError('pdsearch dashboard needs optuna-dashboard: pip install -e ".[dashboard]"') from None
+    if cfg.search.storage is None and not (run_dir / STUDY_DB).is_file():  # opening it would create it
+        raise PdsearchError(f"{run_dir} has no {STUDY_DB}: the search has not started its study yet")
     url = storage_url(cfg, run_dir)
     try:
         study = optuna.load_study(study_name=cfg.search.study_name, storage=url)
