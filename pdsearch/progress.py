@@ -105,8 +105,14 @@ class SweepProgress(tune.ProgressReporter):
         return ", ".join(f"{OBJECTIVES[o].constraint.label.split()[0]} -{row[OBJECTIVES[o].constraint.metric]:.1f}%"
                          for o in self.cfg.search.objectives if o != "accuracy")
 
+    def _name(self, row: pd.Series) -> str:
+        try:
+            return self.space.policy_of_row(row).name
+        except (KeyError, ValueError, PdsearchError):  # a row too incomplete to name: never stop the search for it
+            return str(row["trial_id"])
+
     def trial_line(self, row: pd.Series) -> str:
-        name, status = self.space.policy_of_row(row).name, row["status"]
+        name, status = self._name(row), row["status"]
         if status not in ("ok", "stopped"):
             return f"  {status:<10} {name:<28} {str(row.get('failure_reason', ''))[:100]}"
         at = f" at epoch {int(row['epoch'])}" if status == "stopped" and pd.notna(row.get("epoch")) else ""
@@ -132,7 +138,7 @@ class SweepProgress(tune.ProgressReporter):
         if len(front):
             best = front.loc[front["accuracy"].idxmax()]
             lines.append(f"  best under the constraints ({self.cfg.search.constraints.describe()}): "
-                         f"{self.space.policy_of_row(best).name}, acc {best['accuracy']:.2f} "
+                         f"{self._name(best)}, acc {best['accuracy']:.2f} "
                          f"(drop {best['acc_drop']:+.2f}), {self._costs(best)}")
         return lines
 

@@ -109,7 +109,11 @@ class SearchSpace:
 
     def policy_of_row(self, row: Mapping[str, Any]) -> Policy:
         """The Policy of a trials.csv row (or a study trial's metrics)."""
-        params: dict[str, Any] = {"criterion": row["criterion"], "seed": int(row["seed"])}
+        params: dict[str, Any] = {}  # a trial that raised has its sampler parameters only
+        if _given(row.get("criterion")):
+            params["criterion"] = row["criterion"]
+        if _given(row.get("seed")):
+            params["seed"] = int(row["seed"])
         if _given(row.get("budget")):
             params["budget"] = float(row["budget"])
         else:
