@@ -56,7 +56,8 @@ def test_front_is_feasible_non_dominated_and_consistent(nsga_run):
     assert set(front["trial_id"]) == expected
     # plain Optuna reads the same front back from the study
     study = optuna.load_study(study_name=cfg.search.study_name, storage=f"sqlite:///{run_dir / 'study.db'}")
-    assert {t.user_attrs["tune_trial_id"] for t in study.best_trials} == expected
+    # (a re-proposed policy, told its twin's result, stands for that twin)
+    assert {t.user_attrs.get("tune_trial_id") or t.user_attrs["repeat_of"] for t in study.best_trials} == expected
     assert len(study.directions) == 3
 
 
