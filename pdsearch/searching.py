@@ -173,8 +173,9 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
                 )
                 if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun
                     tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
-                    # the run config comes back from Tune's state; this session's --quiet/--verbose applies
-                    tuner._local_tuner.get_run_config().progress_reporter = reporter
+                    if tuner._local_tuner is not None:  # (None through Ray Client, which keeps the saved reporter)
+                        # the run config comes back from Tune's state; this session's --quiet/--verbose applies
+                        tuner._local_tuner.get_run_config().progress_reporter = reporter
                 else:
                     tuner = _new_tuner(cfg, run_dir, trainable, model_info, profile, reporter)
                 tuner.fit()
