@@ -134,13 +134,13 @@ class SweepProgress(tune.ProgressReporter):
             return [head, "  front: no completed trial yet"]
         front = run.front()
         hv = hypervolume(front, self.cfg.search.objectives, self.base["flops"], self.base["params"])
-        lines = [head, f"  front: {len(front)} policies, hypervolume {hv:.4f}"]
-        if len(front):
-            best = front.loc[front["accuracy"].idxmax()]
-            lines.append(f"  best under the constraints ({self.cfg.search.constraints.describe()}): "
-                         f"{self._name(best)}, acc {best['accuracy']:.2f} "
-                         f"(drop {best['acc_drop']:+.2f}), {self._costs(best)}")
-        return lines
+        constraints = self.cfg.search.constraints.describe()
+        if not len(front):
+            return [head, f"  front: empty, no completed trial meets the constraints ({constraints}) yet"]
+        best = front.loc[front["accuracy"].idxmax()]
+        return [head, f"  front: {len(front)} policies, hypervolume {hv:.4f}",
+                f"  best under the constraints ({constraints}): {self._name(best)}, acc {best['accuracy']:.2f} "
+                f"(drop {best['acc_drop']:+.2f}), {self._costs(best)}"]
 
 
 def tune_reporter(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any], progress: str) -> tune.ProgressReporter:

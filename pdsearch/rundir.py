@@ -203,8 +203,8 @@ def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
         raise PdsearchError(f"cannot read the study of {run_dir}: {str(exc).splitlines()[0]}") from None
     rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
-        if "repeat_of" in t.user_attrs:  # a re-proposed policy, told its twin's result
-            continue
+        if "repeat_of" in t.user_attrs or not t.params:  # a re-proposed policy, told its twin's result; or
+            continue  # one asked for by a driver that died before the sampler gave it a policy: nothing ran
         metrics = dict(t.user_attrs.get(METRICS_ATTR, {}))
         row = {"trial_id": t.user_attrs.get("tune_trial_id", f"optuna-{t.number}"),
                **t.params, **policy_fields(space.policy(t.params)), **metrics}

@@ -90,6 +90,16 @@ def test_a_short_trials_csv_gives_way_to_the_study(nsga_run, tmp_path, capsys):
     assert "reading the study" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_trial_asked_for_by_a_driver_that_died_before_its_policy_is_not_a_row(nsga_run, tmp_path):
+    import optuna
+
+    cfg, run_dir, _ = nsga_run
+    copy = shutil.copytree(run_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("tune"))
+    study = optuna.load_study(study_name=cfg.search.study_name, storage=f"sqlite:///{copy / 'study.db'}")
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))  # asked, no params, failed on resume
+    assert len(load_run(copy, "study").trials) == len(load_run(copy, "csv").trials)
+
+
 @pytest.mark.slow
 def test_sigint_says_how_to_resume_and_resume_completes_without_duplicates(tmp_path):
     cfg = tiny_config(search={"num_trials": 10, "population_size": 4}, finetune={"epochs": 3, "lr": 0.02})
