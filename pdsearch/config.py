@@ -29,7 +29,7 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits", "cifar10", "cifar100", "imagefolder"] = "digits"
+    dataset: str = "digits"  # a name in data.DATASETS
     root: Optional[str] = None
     download: bool = False
     input_size: int = Field(16, gt=0, le=1024)
@@ -42,9 +42,20 @@ class DataConfig(_Section):
     workers: int = Field(2, ge=0)
     in_memory_limit_mb: int = Field(2048, ge=0)
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from pdsearch.data import DATASETS  # the registry's loaders take this section
+
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}: use one of {', '.join(DATASETS)}")
+        return value
+
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
-        if self.dataset != "digits" and not self.root:
+        from pdsearch.data import DATASETS
+
+        if DATASETS[self.dataset].needs_root and not self.root:
             raise ValueError(f"data.root is required for dataset {self.dataset}")
         return self
 
@@ -274,7 +285,7 @@ class FidelityConfig(_Section):
 
 
 class SearchSettings(_Section):
-    sampler: Literal["nsga2", "tpe", "gp", "random", "grid"] = "nsga2"
+    sampler: str = "nsga2"  # a name in space.SAMPLERS
     scheduler: Literal["fifo", "mo_asha"] = "fifo"  # mo_asha: stop unpromising trials at rungs
     fidelity: FidelityConfig = FidelityConfig()
     num_trials: int = Field(24, ge=1)
@@ -286,6 +297,15 @@ class SearchSettings(_Section):
     study_name: str = "pdsearch"
     population_size: int = Field(8, ge=2)  # NSGA-II generation size
     max_failures: int = Field(2, ge=0)  # retries of a trial whose worker died
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        from pdsearch.space import SAMPLERS  # the registry builds samplers from this config
+
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}: use one of {', '.join(SAMPLERS)}")
+        return value
 
     @field_validator("objectives")
     @classmethod

@@ -7,11 +7,12 @@ through a DataLoader with workers.
 """
 from __future__ import annotations
 
-import pickle
 import dataclasses
+import functools
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -153,10 +154,10 @@ def _digits(cfg: DataConfig) -> DataBundle:
     return _bundle(cfg, "digits", x, digits.target, None, flip_default=False)  # a flipped 2 is no 2
 
 
-def _cifar(cfg: DataConfig) -> DataBundle:
+def _cifar(torchvision_class: str, cfg: DataConfig) -> DataBundle:
     import torchvision
 
-    cls = torchvision.datasets.CIFAR10 if cfg.dataset == "cifar10" else torchvision.datasets.CIFAR100
+    cls = getattr(torchvision.datasets, torchvision_class)
     root = Path(cfg.root)
 
     class _Local(cls):  # the real on-disk format; checksums are checked when downloading
@@ -220,6 +221,19 @@ def _imagefolder(cfg: DataConfig) -> DataBundle:
     )
 
 
+@dataclass(frozen=True)
+class Dataset:
+    load: Callable[[DataConfig], DataBundle]
+    needs_root: bool = True  # read from data.root (False: embedded in a package)
+
+
+# The registry ``data.dataset`` is validated against: adding a dataset is a loader and a line here.
+DATASETS: dict[str, Dataset] = {
+    "digits": Dataset(_digits, needs_root=False),
+    "cifar10": Dataset(functools.partial(_cifar, "CIFAR10")),
+    "cifar100": Dataset(functools.partial(_cifar, "CIFAR100")),
+    "imagefolder": Dataset(_imagefolder),
+}
 _CACHE: dict[str, DataBundle] = {}
 
 
@@ -227,6 +241,5 @@ def load_data(cfg: DataConfig) -> DataBundle:
     """Load (once per process) the dataset ``cfg`` describes."""
     key = cfg.model_dump_json()
     if key not in _CACHE:
-        loader = {"digits": _digits, "cifar10": _cifar, "cifar100": _cifar, "imagefolder": _imagefolder}[cfg.dataset]
-        _CACHE[key] = loader(cfg)
+        _CACHE[key] = DATASETS[cfg.dataset].load(cfg)
     return _CACHE[key]

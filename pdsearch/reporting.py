@@ -28,6 +28,7 @@ from pdsearch.errors import PdsearchError
 from pdsearch.objectives import OBJECTIVES
 from pdsearch.profiling import cached_profile, plot_profile
 from pdsearch.rundir import SENSITIVITY_PNG, Run, hypervolume, load_run
+from pdsearch.space import SearchSpace
 
 PLOTS = {
     **{f"pareto_{name}.png": f"Accuracy vs {o.label}" for name, o in OBJECTIVES.items() if name != "accuracy"},
@@ -186,10 +187,10 @@ def baseline_table(run: Run) -> pd.DataFrame:
 
 
 def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:
-    budget = run.cfg.search.num_trials if run.cfg.search.sampler != "grid" else None
+    budget = SearchSpace(run.cfg).size()
     finished = len(run.trials)
-    state = f"{finished} trials finished" + (f" of {budget}" if budget else "")
-    if budget and finished < budget:
+    state = f"{finished} trials finished of {budget}"
+    if finished < budget:
         state += " (partial run: still running, or stopped early)"
     objectives = run.cfg.search.objectives
     reference = {name: o.reference(run.model) for name, o in OBJECTIVES.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import optuna
@@ -22,13 +23,20 @@ from pdsearch.ranges import Range
 POLICY_COLUMNS = ["trial_id", "status", "gpr", "budget", "budget_metric", "pd", "criterion", "criteria", "slope",
                   "curvature", "seed", "mode"]
 
-SAMPLERS: dict[str, Callable[[SearchConfig, dict[str, list]], optuna.samplers.BaseSampler]] = {
-    "nsga2": lambda cfg, grid: optuna.samplers.NSGAIISampler(population_size=cfg.search.population_size,
-                                                             seed=cfg.search.seed),
-    "tpe": lambda cfg, grid: optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True),
-    "gp": lambda cfg, grid: optuna.samplers.GPSampler(seed=cfg.search.seed),
-    "random": lambda cfg, grid: optuna.samplers.RandomSampler(seed=cfg.search.seed),
-    "grid": lambda cfg, grid: optuna.samplers.GridSampler(grid, seed=cfg.search.seed),
+@dataclass(frozen=True)
+class Sampler:
+    build: Callable[[SearchConfig, dict[str, list]], optuna.samplers.BaseSampler]  # (config, the space's grid)
+    exhaustive: bool = False  # walks the grid: one trial per point, allocator options held at their low end
+
+
+# The registry ``search.sampler`` is validated against: adding a sampler is one line here.
+SAMPLERS: dict[str, Sampler] = {
+    "nsga2": Sampler(lambda cfg, grid: optuna.samplers.NSGAIISampler(population_size=cfg.search.population_size,
+                                                                      seed=cfg.search.seed)),
+    "tpe": Sampler(lambda cfg, grid: optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True)),
+    "gp": Sampler(lambda cfg, grid: optuna.samplers.GPSampler(seed=cfg.search.seed)),
+    "random": Sampler(lambda cfg, grid: optuna.samplers.RandomSampler(seed=cfg.search.seed)),
+    "grid": Sampler(lambda cfg, grid: optuna.samplers.GridSampler(grid, seed=cfg.search.seed), exhaustive=True),
 }
 
 
@@ -62,23 +70,28 @@ class SearchSpace:
         # Options are asked only when their allocator is drawn; the grid holds them at their low end.
         self.options = {name: settings.searched() for name, settings in s.settings().items()}
 
+    @property
+    def exhaustive(self) -> bool:
+        return SAMPLERS[self.cfg.search.sampler].exhaustive
+
     def sampler(self) -> optuna.samplers.BaseSampler:
-        if self.cfg.search.sampler == "grid":
+        if self.exhaustive:
             missing = [k for k, v in self.grid.items() if not v]
             if missing:
-                raise PdsearchError(f"search.sampler grid needs a step for {', '.join(missing)} (e.g. space.gpr.step)")
-        return SAMPLERS[self.cfg.search.sampler](self.cfg, self.grid)
+                raise PdsearchError(f"search.sampler {self.cfg.search.sampler} needs a step for {', '.join(missing)} "
+                                    "(e.g. space.gpr.step)")
+        return SAMPLERS[self.cfg.search.sampler].build(self.cfg, self.grid)
 
     def size(self) -> int:
-        """Trials the search runs: num_trials, or every point of the grid."""
-        if self.cfg.search.sampler != "grid":
+        """Trials the search runs: num_trials, or every point of the grid for an exhaustive sampler."""
+        if not self.exhaustive:
             return self.cfg.search.num_trials
         return math.prod(len(v) for v in self.grid.values())
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> None:
         """Optuna's define-by-run: the fixed parameters, then the drawn allocator's options."""
         params = {name: _suggest(trial, name, dist) for name, dist in self.fixed.items()}
-        if self.cfg.search.sampler == "grid":
+        if self.exhaustive:
             return
         for name, r in self.options.get(self._allocator(params), {}).items():
             _suggest(trial, name, _distribution(r))
