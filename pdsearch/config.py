@@ -24,6 +24,13 @@ from pdsearch.ranges import Range
 
 
 
+def registered(name: str, registry: Mapping[str, Any], what: str) -> str:
+    """``name`` if the registry has it, else the error a user can act on (the names it has)."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}: use one of {', '.join(registry)}")
+    return name
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,9 +54,7 @@ class DataConfig(_Section):
     def _known_dataset(cls, value: str) -> str:
         from pdsearch.data import DATASETS  # the registry's loaders take this section
 
-        if value not in DATASETS:
-            raise ValueError(f"unknown dataset {value!r}: use one of {', '.join(DATASETS)}")
-        return value
+        return registered(value, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
@@ -303,19 +308,14 @@ class SearchSettings(_Section):
     def _known_sampler(cls, value: str) -> str:
         from pdsearch.space import SAMPLERS  # the registry builds samplers from this config
 
-        if value not in SAMPLERS:
-            raise ValueError(f"unknown sampler {value!r}: use one of {', '.join(SAMPLERS)}")
-        return value
+        return registered(value, SAMPLERS, "sampler")
 
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, value):
         if len(value) < 1 or len(set(value)) != len(value):
             raise ValueError("objectives must be a non-empty list without repeats")
-        for name in value:
-            if name not in OBJECTIVES:
-                raise ValueError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
-        return value
+        return [registered(name, OBJECTIVES, "objective") for name in value]
 
     def measures(self) -> set[str]:
         """What trials measure beyond accuracy and cost: for the objectives and the constraints set."""
