@@ -201,6 +201,7 @@ def _new_tuner(cfg: SearchConfig, run_dir: Path, trainable, model_info: dict[str
                profile: SensitivityProfile | None, reporter: tune.ProgressReporter) -> tune.Tuner:
     space = SearchSpace(cfg)
     objectives = cfg.search.objectives
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # progress.py says what matters, in fewer lines
     searcher = PolicySearcher(
         space=space, metric=metrics(objectives), mode=directions(objectives), sampler=space.sampler(),
         study_name=cfg.search.study_name, storage=optuna.storages.RDBStorage(storage_url(cfg, run_dir)), cfg=cfg,
