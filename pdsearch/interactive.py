@@ -24,8 +24,8 @@ HEIGHT = 460
 def hover_texts(run: Run, rows: pd.DataFrame) -> list[str]:
     """The policy (GPR or budget, PD, criterion), accuracy, reductions and trial id of each row."""
     space = SearchSpace(run.cfg)
-    reductions = [(OBJECTIVES[o].constraint.label.split()[0], OBJECTIVES[o].constraint.metric)
-                  for o in ("flops", "params", "latency", "energy") if OBJECTIVES[o].constraint.metric in rows.columns]
+    reductions = [(o.constraint.label.split()[0], o.constraint.metric) for o in OBJECTIVES.values()
+                  if not o.constraint.evolves and o.constraint.metric in rows.columns]  # the costs the trials have
     texts = []
     for _, row in rows.iterrows():
         policy = space.policy_of_row(row)

@@ -102,8 +102,8 @@ class SweepProgress(tune.ProgressReporter):
 
     def _costs(self, row: pd.Series) -> str:
         """The cost objectives' reductions: 'FLOPs -52.3%, params -48.0%'."""
-        return ", ".join(f"{OBJECTIVES[o].constraint.label.split()[0]} -{row[OBJECTIVES[o].constraint.metric]:.1f}%"
-                         for o in self.cfg.search.objectives if o != "accuracy")
+        costs = [OBJECTIVES[o].constraint for o in self.cfg.search.objectives if not OBJECTIVES[o].constraint.evolves]
+        return ", ".join(f"{c.label.split()[0]} -{row[c.metric]:.1f}%" for c in costs)
 
     def _name(self, row: pd.Series) -> str:
         try:
@@ -154,7 +154,7 @@ def tune_reporter(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any], 
             parameter_columns=[*space.fixed, *options],
             metric_columns={"status": "status", "epoch": "epoch", "accuracy": "val acc", "acc_drop": "drop",
                             **{OBJECTIVES[o].constraint.metric: OBJECTIVES[o].constraint.label
-                               for o in cfg.search.objectives if o != "accuracy"}},
+                               for o in cfg.search.objectives if not OBJECTIVES[o].constraint.evolves}},
             max_report_frequency=20, print_intermediate_tables=True,
         )
     if progress == "quiet":
