@@ -54,6 +54,7 @@ def main() -> None:
         "nodes": sorted(trials["node_id"].unique()), "gpu_nodes": [w.node_id for w in workers],
         "head": cluster.head_node.node_id, "killed": killed.get("node_id"), "front": len(result["pareto"]),
         "retries": int(trials["retries"].sum()),
+        "failures": sorted({str(row.get("failure_reason")) for _, row in trials[trials["status"] != "ok"].iterrows()}),
     }))
     ray.shutdown()
     cluster.shutdown()

@@ -82,7 +82,7 @@ def test_simulated_multi_node_cluster_spreads_trials_over_gpu_nodes(tmp_path):
 def test_worker_node_killed_mid_search_its_trial_is_retried(tmp_path):
     result = harness(tmp_path, "kill")
     assert result["killed"] in result["gpu_nodes"]
-    assert result["trials"] == 6 and result["statuses"] == ["ok"] and result["ids_unique"]  # every trial accounted for
+    assert result["trials"] == 6 and result["statuses"] == ["ok"] and result["ids_unique"], result["failures"]
     assert result["retries"] >= 1  # the trial on the dead node ran again elsewhere
 
 
