@@ -51,6 +51,7 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
         assert SearchConfig.model_validate(yaml.safe_load(cfg.to_yaml())) == cfg
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampler_and_a_dataset_are_one_registry_line_each(monkeypatch):
     import optuna
 
