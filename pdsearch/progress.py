@@ -152,7 +152,7 @@ def tune_reporter(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any], 
         options = [name for settings in space.options.values() for name in settings]
         return tune.CLIReporter(
             parameter_columns=[*space.fixed, *options],
-            metric_columns={"status": "status", "epoch": "epoch", "accuracy": "val acc", "acc_drop": "drop",
+            metric_columns={"status": "result", "epoch": "epoch", "accuracy": "val acc", "acc_drop": "drop",
                             **{OBJECTIVES[o].constraint.metric: OBJECTIVES[o].constraint.label
                                for o in cfg.search.objectives if not OBJECTIVES[o].constraint.evolves}},
             max_report_frequency=20, print_intermediate_tables=True,
