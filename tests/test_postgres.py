@@ -51,6 +51,7 @@ def postgres_url():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.slow  # (20 s: the default run stays under 5 minutes; CI runs it with the slow ones)
 def test_search_with_the_study_in_postgres(ray_session, postgres_url, tmp_path):
     from pdsearch.searching import run_search
 
