@@ -22,9 +22,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from figures import save  # benchmarks/figures.py (scripts run from this folder)
 from pdsearch.baseline import build_baseline
 from pdsearch.config import parse_config
-from pdsearch.cost.latency import compare
+from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.profiling import compute_profile
@@ -88,7 +89,7 @@ def main() -> None:
                     mine, theirs = compare(pruned, baseline, batch, warmup=5, runs=args.runs)
                     rows.append({"model": model, "round_to": round_to, "budget": budget, "pd": pd_name,
                                  "flops_red_%": plan.flops["reduction_pct"],
-                                 "latency_red_%": 100 * (1 - mine.median_ms / theirs.median_ms),
+                                 "latency_red_%": reduction_pct(mine.median_ms, theirs.median_ms),
                                  "latency_ms": mine.median_ms, "baseline_ms": theirs.median_ms})
                     print(f"{model} round_to {round_to} {budget:g}% {pd_name}: FLOPs -{plan.flops['reduction_pct']:.1f}%, "
                           f"latency reduced {rows[-1]['latency_red_%']:+.1f}% ({mine.median_ms:.2f} vs {theirs.median_ms:.2f} ms)",
@@ -116,10 +117,7 @@ def main() -> None:
         top = float(part["flops_red_%"].max())
         ax.plot([0, top], [0, top], color="grey", ls=":", lw=1, label="latency falls as FLOPs do")
         ax.set(xlabel="FLOPs reduction (%)", ylabel="measured latency reduction (%)", title=f"{model}, CPU, batch 1")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.savefig(args.out, dpi=110)
-    print(f"written: {args.out}")
+    save(fig, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import ray
 import torch
 from matplotlib.figure import Figure
 
+from figures import save  # benchmarks/figures.py (scripts run from this folder)
 from pdsearch.baseline import build_baseline
 from pdsearch.config import parse_config
 from pdsearch.reporting import screening_correlation
@@ -125,10 +126,7 @@ def main() -> None:
                       f"{screening['raw_spearman']:.3f}, Kendall {screening['raw_kendall']:.3f})\n", flush=True)
             ax.axvline(budget, color="grey", ls=":", lw=1)
             ax.set(xlabel="fine-tune epochs spent", ylabel="hypervolume", title=f"{space} space")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.savefig(args.out, dpi=110)
-    print(f"written: {args.out}")
+    save(fig, args.out)
 
 
 if __name__ == "__main__":

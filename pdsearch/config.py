@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from pydantic import create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from pdsearch.errors import PdsearchError
 from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
@@ -21,7 +19,6 @@ from pdsearch.policy import ALLOCATORS
 from pdsearch.policy.allocators import Settings
 from pdsearch.policy.policy import CRITERIA, PD_SHAPES, modes, normalize_pd
 from pdsearch.ranges import Range
-
 
 
 def registered(name: str, registry: Mapping[str, Any], what: str) -> str:

@@ -12,10 +12,9 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from pdsearch.cost import count_unit
-from pdsearch.objectives import OBJECTIVES
 from pdsearch.rundir import Run
 from pdsearch.space import SearchSpace
+from pdsearch.tradeoff import cost_axis, envelope, reductions
 
 MAX_PD_TRACES = 10  # more distinct distributions (continuous shapes): one trace coloured by slope
 HEIGHT = 460
@@ -24,17 +23,14 @@ HEIGHT = 460
 def hover_texts(run: Run, rows: pd.DataFrame) -> list[str]:
     """The policy (GPR or budget, PD, criterion), accuracy, reductions and trial id of each row."""
     space = SearchSpace(run.cfg)
-    reductions = [(o.constraint.label.split()[0], o.constraint.metric) for o in OBJECTIVES.values()
-                  if not o.constraint.evolves and o.constraint.metric in rows.columns]  # the costs the trials have
     texts = []
     for _, row in rows.iterrows():
         policy = space.policy_of_row(row)
-        costs = ", ".join(f"{label} −{row[metric]:.1f}%" for label, metric in reductions if pd.notna(row[metric]))
         texts.append("<br>".join(html.escape(line) for line in (
             policy.name,
             f"{policy.amount} · {row['pd']} · criterion {row['criterion']}",
             f"val acc {row['accuracy']:.2f}% (drop {row['acc_drop']:+.2f} pts)",
-            costs,
+            reductions(row).replace("-", "−"),
             f"trial {row['trial_id']}",
         )))
     return texts
@@ -65,22 +61,17 @@ def _points(run: Run, front: pd.DataFrame, x: pd.Series, y: pd.Series) -> list[g
 
 def tradeoff(run: Run, front: pd.DataFrame, objective: str) -> go.Figure:
     """Accuracy against one cost objective: every completed trial, the front outlined, the baseline a star."""
-    done, o = run.completed, OBJECTIVES[objective]
-    counted = objective in ("flops", "params")
-    unit, scale = count_unit(run.model[objective]) if counted else ("× baseline", 1.0)
-    x = done[o.metric].astype(float) / scale
-    fig = go.Figure(_points(run, front, x, done["accuracy"]))
-    envelope = front.sort_values(o.metric)
-    envelope = envelope[envelope["accuracy"] >= envelope["accuracy"].cummax()]
-    fig.add_trace(go.Scatter(x=envelope[o.metric].astype(float) / scale, y=envelope["accuracy"], mode="lines",
+    done, axis = run.completed, cost_axis(run, objective)
+    fig = go.Figure(_points(run, front, done[axis.metric].astype(float) / axis.scale, done["accuracy"]))
+    seen = envelope(front, axis.metric)
+    fig.add_trace(go.Scatter(x=seen[axis.metric].astype(float) / axis.scale, y=seen["accuracy"], mode="lines",
                              line=dict(shape="hv", dash="dash", color="black", width=1), name="Pareto front",
                              hoverinfo="skip"))
     if run.baseline:
-        fig.add_trace(go.Scatter(x=[run.model[objective] / scale if counted else 1.0], y=[run.baseline["val_accuracy"]],
-                                 mode="markers", name="baseline", hovertext=[f"baseline: val acc {run.baseline['val_accuracy']:.2f}%"],
+        fig.add_trace(go.Scatter(x=[axis.baseline], y=[run.baseline["val_accuracy"]], mode="markers", name="baseline",
+                                 hovertext=[f"baseline: val acc {run.baseline['val_accuracy']:.2f}%"],
                                  hoverinfo="text", marker=dict(symbol="star", size=16, color="black")))
-    name = o.label.split(" (")[0]
-    return _layout(fig, f"{run.cfg.name}: accuracy vs {name}", f"{name} ({unit or 'count'})", "validation accuracy (%)")
+    return _layout(fig, f"{run.cfg.name}: accuracy vs {axis.name}", f"{axis.name} ({axis.unit})", "validation accuracy (%)")
 
 
 def flops_vs_latency(run: Run, front: pd.DataFrame) -> go.Figure:

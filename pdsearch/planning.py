@@ -130,8 +130,8 @@ class Planner:
         """
         space = self.cost_space(policy.max_rate, policy.round_to)
         space.check(goal_of(policy, space))
-        reads = {"structure": None, "sensitivity": "profile"}.get(policy.allocator.needs, "probe")
-        if reads is None or (reads != "probe" and measured.get(reads) is not None):
+        needs = policy.allocator.needs
+        if needs == "structure" or (needs == "sensitivity" and measured.get("profile") is not None):
             self.plan(policy, **measured)
 
     def rates(self, policy: Policy, **measured: Any) -> np.ndarray:

@@ -22,6 +22,7 @@ from pdsearch.errors import PdsearchError
 from pdsearch.objectives import OBJECTIVES
 from pdsearch.rundir import TRIALS_CSV, Run, hypervolume, load_run
 from pdsearch.space import SearchSpace
+from pdsearch.tradeoff import reductions
 
 PROGRESS = ("quiet", "normal", "verbose")
 
@@ -100,11 +101,6 @@ class SweepProgress(tune.ProgressReporter):
         if lines:
             print("\n".join(lines), file=self.out or sys.stdout, flush=True)
 
-    def _costs(self, row: pd.Series) -> str:
-        """The cost objectives' reductions: 'FLOPs -52.3%, params -48.0%'."""
-        costs = [OBJECTIVES[o].constraint for o in self.cfg.search.objectives if not OBJECTIVES[o].constraint.evolves]
-        return ", ".join(f"{c.label.split()[0]} -{row[c.metric]:.1f}%" for c in costs)
-
     def _name(self, row: pd.Series) -> str:
         try:
             return self.space.policy_of_row(row).name
@@ -117,7 +113,7 @@ class SweepProgress(tune.ProgressReporter):
             return f"  {status:<10} {name:<28} {str(row.get('failure_reason', ''))[:100]}"
         at = f" at epoch {int(row['epoch'])}" if status == "stopped" and pd.notna(row.get("epoch")) else ""
         took = f", {row['seconds']:.0f} s" if pd.notna(row.get("seconds")) else ""
-        return f"  {status:<10} {name:<28} acc {row['accuracy']:6.2f} (drop {row['acc_drop']:+.2f}){at}, {self._costs(row)}{took}"
+        return f"  {status:<10} {name:<28} acc {row['accuracy']:6.2f} (drop {row['acc_drop']:+.2f}){at}, {reductions(row, self.cfg.search.objectives)}{took}"
 
     def block(self, run: Run | None, trials: list, elapsed: float) -> list[str]:
         rows = self._rows(run)
@@ -140,7 +136,7 @@ class SweepProgress(tune.ProgressReporter):
         best = front.loc[front["accuracy"].idxmax()]
         return [head, f"  front: {len(front)} policies, hypervolume {hv:.4f}",
                 f"  best under the constraints ({constraints}): {self._name(best)}, acc {best['accuracy']:.2f} "
-                f"(drop {best['acc_drop']:+.2f}), {self._costs(best)}"]
+                f"(drop {best['acc_drop']:+.2f}), {reductions(best, self.cfg.search.objectives)}"]
 
 
 def tune_reporter(cfg: SearchConfig, run_dir: Path, model_info: dict[str, Any], progress: str) -> tune.ProgressReporter:

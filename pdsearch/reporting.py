@@ -23,12 +23,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pdsearch import interactive
-from pdsearch.cost import count_unit, human_count
+from pdsearch.cost import human_count
 from pdsearch.errors import PdsearchError
 from pdsearch.objectives import OBJECTIVES
 from pdsearch.profiling import cached_profile, plot_profile
 from pdsearch.rundir import SENSITIVITY_PNG, Run, hypervolume, load_run
 from pdsearch.space import SearchSpace
+from pdsearch.tradeoff import cost_axes, cost_axis, envelope
 
 PLOTS = {
     **{f"pareto_{name}.png": f"Accuracy vs {o.label}" for name, o in OBJECTIVES.items() if name != "accuracy"},
@@ -69,11 +70,11 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     hv = hypervolume(front, objectives, run.model["flops"], run.model["params"])
 
     figures = {
-        **{f"pareto_{name}.png": _tradeoff(run, front, name) for name in _cost_axes(run)},
+        **{f"pareto_{name}.png": _tradeoff(run, front, name) for name in cost_axes(run)},
         "accuracy_vs_gpr.png": _accuracy_vs_gpr(run),
         "rate_profiles.png": _rate_profiles(run, front),
     }
-    interactive_figures = {f"pareto_{name}.png": interactive.tradeoff(run, front, name) for name in _cost_axes(run)}
+    interactive_figures = {f"pareto_{name}.png": interactive.tradeoff(run, front, name) for name in cost_axes(run)}
     if "latency_reduction_pct" in done.columns:
         figures["flops_vs_latency.png"] = _flops_vs_latency(run, front)
         interactive_figures["flops_vs_latency.png"] = interactive.flops_vs_latency(run, front)
@@ -270,39 +271,29 @@ def _legend_or_bar(fig: Figure, ax, key: list[Line2D] | ScalarMappable, extra: l
     ax.legend(handles=key + extra, fontsize=8, loc="best")
 
 
-def _cost_axes(run: Run) -> list[str]:
-    """FLOPs and params always, and each further objective the run measured (latency, energy)."""
-    measured = [name for name, o in OBJECTIVES.items() if o.measures and o.metric in run.completed.columns]
-    return ["flops", "params", *measured]
-
-
 def _tradeoff(run: Run, front: pd.DataFrame, objective: str) -> Figure:
-    done, o = run.completed, OBJECTIVES[objective]
-    counted = objective in ("flops", "params")  # fvcore counts, scaled to K/M/G; measured ones are ratios
-    unit, scale = count_unit(run.model[objective]) if counted else ("× baseline", 1.0)
+    done, axis = run.completed, cost_axis(run, objective)
     colours, key = _colouring(done)
     colours = np.asarray(colours)
     on_front = done.index.isin(front.index)
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
-    x = done[o.metric].astype(float) / scale
+    x = done[axis.metric].astype(float) / axis.scale
     ax.scatter(x[~on_front], done["accuracy"][~on_front], c=colours[~on_front], s=24, alpha=0.3)
     ax.scatter(x[on_front], done["accuracy"][on_front], c=colours[on_front], s=70,
                edgecolors="black", linewidths=0.9, zorder=3)
     if run.cfg.space.repeats > 1:
         ax.errorbar(x[on_front], done["accuracy"][on_front], yerr=done["accuracy_std"][on_front], fmt="none",
                     ecolor="grey", lw=0.8, zorder=2)
-    envelope = front.sort_values(o.metric)
-    envelope = envelope[envelope["accuracy"] >= envelope["accuracy"].cummax()]  # the front seen in these 2 axes
-    ax.step(envelope[o.metric].astype(float) / scale, envelope["accuracy"], where="post", color="black", lw=0.8, ls="--")
+    seen = envelope(front, axis.metric)
+    ax.step(seen[axis.metric].astype(float) / axis.scale, seen["accuracy"], where="post", color="black", lw=0.8, ls="--")
     extra = [Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="Pareto front"),
              Line2D([], [], ls="", marker="o", color="grey", alpha=0.3, label="dominated or infeasible")]
     if run.baseline:
-        at = run.model[objective] / scale if counted else 1.0
-        ax.scatter([at], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
+        ax.scatter([axis.baseline], [run.baseline["val_accuracy"]], marker="*", s=180, color="black", zorder=4)
         extra.append(Line2D([], [], ls="", marker="*", ms=10, color="black", label="baseline"))
-    name = o.label.split(" (")[0]
-    ax.set(xlabel=f"{name} ({unit or 'count'})", ylabel="validation accuracy (%)", title=f"{run.cfg.name}: accuracy vs {name}")
+    ax.set(xlabel=f"{axis.name} ({axis.unit})", ylabel="validation accuracy (%)",
+           title=f"{run.cfg.name}: accuracy vs {axis.name}")
     ax.grid(alpha=0.3)
     _legend_or_bar(fig, ax, key, extra)
     return fig

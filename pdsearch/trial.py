@@ -24,7 +24,7 @@ from pdsearch.baseline import model_and_data
 from pdsearch.config import SearchConfig
 from pdsearch.cost import count_cost
 from pdsearch.cost.energy import energy_per_image
-from pdsearch.cost.latency import compare
+from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.data import DataBundle
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Plan, Planner
@@ -132,14 +132,14 @@ def measure_deployment(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, 
             fields.update({f"latency_ms{suffix}": mine.median_ms, f"latency_iqr_ms{suffix}": mine.iqr_ms,
                            f"baseline_latency_ms{suffix}": theirs.median_ms,
                            f"latency_ratio{suffix}": mine.median_ms / theirs.median_ms,
-                           f"latency_reduction_pct{suffix}": 100.0 * (1 - mine.median_ms / theirs.median_ms)})
+                           f"latency_reduction_pct{suffix}": reduction_pct(mine.median_ms, theirs.median_ms)})
         fields["latency_device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             f"cpu ({torch.get_num_threads()} threads)"
     if "energy" in wanted:
         batch = torch.randn(cfg.latency.batch_sizes[0], *shape, device=device)
         mine, theirs = energy_per_image(pruned, batch, cfg.latency.runs), energy_per_image(baseline, batch, cfg.latency.runs)
         fields.update(energy_mj_per_image=mine, baseline_energy_mj_per_image=theirs, energy_ratio=mine / theirs,
-                      energy_reduction_pct=100.0 * (1 - mine / theirs))
+                      energy_reduction_pct=reduction_pct(mine, theirs))
     return fields
 
 

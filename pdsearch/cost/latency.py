@@ -44,6 +44,11 @@ def measure_latency(model: nn.Module, batch: torch.Tensor, warmup: int = 10, run
     return Latency(float(median), float(q3 - q1))
 
 
+def reduction_pct(pruned: float, baseline: float) -> float:
+    """How much less the pruned model takes than its baseline, in percent (negative: it takes more)."""
+    return 100.0 * (1.0 - pruned / baseline)
+
+
 def compare(pruned: nn.Module, baseline: nn.Module, batch: torch.Tensor, warmup: int = 10, runs: int = 50,
             rounds: int = 3) -> tuple[Latency, Latency]:
     """Both models measured in alternating rounds in this process, so drift on the machine hits both alike."""
