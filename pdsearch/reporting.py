@@ -32,7 +32,7 @@ from pdsearch.space import SearchSpace
 from pdsearch.tradeoff import cost_axes, cost_axis, envelope
 
 PLOTS = {
-    **{f"pareto_{name}.png": f"Accuracy vs {o.label}" for name, o in OBJECTIVES.items() if name != "accuracy"},
+    **{f"pareto_{name}.png": f"Accuracy vs {o.label}" for name, o in OBJECTIVES.items() if not o.constraint.evolves},
     "flops_vs_latency.png": "Measured latency reduction vs FLOPs reduction",
     "accuracy_vs_gpr.png": "Accuracy vs GPR (or budget) per pruning distribution",
     "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",

@@ -114,32 +114,42 @@ def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig
     }
 
 
+def _latency(pruned: nn.Module, baseline: nn.Module, shape, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
+    s, fields = cfg.latency, {}
+    for i, size in enumerate(s.batch_sizes):
+        mine, theirs = compare(pruned, baseline, torch.randn(size, *shape, device=device), s.warmup, s.runs)
+        suffix = "" if i == 0 else f"_bs{size}"
+        fields.update({f"latency_ms{suffix}": mine.median_ms, f"latency_iqr_ms{suffix}": mine.iqr_ms,
+                       f"baseline_latency_ms{suffix}": theirs.median_ms,
+                       f"latency_ratio{suffix}": mine.median_ms / theirs.median_ms,
+                       f"latency_reduction_pct{suffix}": reduction_pct(mine.median_ms, theirs.median_ms)})
+    fields["latency_device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        f"cpu ({torch.get_num_threads()} threads)"
+    return fields
+
+
+def _energy(pruned: nn.Module, baseline: nn.Module, shape, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
+    batch = torch.randn(cfg.latency.batch_sizes[0], *shape, device=device)
+    mine, theirs = energy_per_image(pruned, batch, cfg.latency.runs), energy_per_image(baseline, batch, cfg.latency.runs)
+    return dict(energy_mj_per_image=mine, baseline_energy_mj_per_image=theirs, energy_ratio=mine / theirs,
+                energy_reduction_pct=reduction_pct(mine, theirs))
+
+
+# What an objective's ``measures`` names (objectives.py) is measured by: the pruned model and
+# the baseline, back to back in this process.
+MEASUREMENTS: dict[str, Callable[..., dict[str, Any]]] = {"latency": _latency, "energy": _energy}
+
+
 def measure_deployment(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, device: torch.device) -> dict[str, Any]:
-    """Latency (and GPU energy) of the pruned model and the baseline, back to back in this process."""
+    """What the search's objectives and constraints measure beyond fvcore counts (latency, GPU energy)."""
     wanted = cfg.search.measures()
     if not wanted:
         return {}
     pruned = prepare(pruned, device).eval()
-    baseline = ctx.baseline_on(device)
-    shape = ctx.planner.structure.example_input.shape[1:]
+    baseline, shape = ctx.baseline_on(device), ctx.planner.structure.example_input.shape[1:]
     fields: dict[str, Any] = {}
-    if "latency" in wanted:
-        s = cfg.latency
-        for i, size in enumerate(s.batch_sizes):
-            batch = torch.randn(size, *shape, device=device)
-            mine, theirs = compare(pruned, baseline, batch, s.warmup, s.runs)
-            suffix = "" if i == 0 else f"_bs{size}"
-            fields.update({f"latency_ms{suffix}": mine.median_ms, f"latency_iqr_ms{suffix}": mine.iqr_ms,
-                           f"baseline_latency_ms{suffix}": theirs.median_ms,
-                           f"latency_ratio{suffix}": mine.median_ms / theirs.median_ms,
-                           f"latency_reduction_pct{suffix}": reduction_pct(mine.median_ms, theirs.median_ms)})
-        fields["latency_device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-            f"cpu ({torch.get_num_threads()} threads)"
-    if "energy" in wanted:
-        batch = torch.randn(cfg.latency.batch_sizes[0], *shape, device=device)
-        mine, theirs = energy_per_image(pruned, batch, cfg.latency.runs), energy_per_image(baseline, batch, cfg.latency.runs)
-        fields.update(energy_mj_per_image=mine, baseline_energy_mj_per_image=theirs, energy_ratio=mine / theirs,
-                      energy_reduction_pct=reduction_pct(mine, theirs))
+    for name in sorted(wanted):
+        fields.update(MEASUREMENTS[name](pruned, baseline, shape, cfg, device))
     return fields
 
 
