@@ -13,11 +13,11 @@ import time
 
 import pandas as pd
 import torch
+from digits import digits_config
 
-from pdsearch.baseline import build_baseline
-from pdsearch.config import parse_config
-from pdsearch.profiling import compute_profile
-from pdsearch.trial import run_trial
+from pdsearch.trial.baseline import build_baseline
+from pdsearch.trial.sensitivity import compute_profile
+from pdsearch.trial.trial import run_trial
 
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5", "sensitivity", "loss_aware"]
 
@@ -33,12 +33,7 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")]
     rows = []
     for model in args.models.split(","):
-        cfg = parse_config({
-            "name": f"allocators-{model}", "data": {"dataset": "digits", "input_size": 16},
-            "model": {"name": model}, "baseline": {"epochs": 15, "lr": 0.05},
-            "finetune": {"epochs": args.epochs, "lr": 0.02},
-            "space": {"budget": {"flops_reduction": {"values": budgets}}, "pd": PDS},
-        })
+        cfg = digits_config(f"allocators-{model}", model, budgets, PDS, epochs=args.epochs)
         start = time.perf_counter()
         baseline = build_baseline(cfg, cpu)
         trained = time.perf_counter()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pdsearch.config import parse_config
-from pdsearch.searching import run_search
+from pdsearch.searching.driver import run_search
 
 
 def main() -> None:

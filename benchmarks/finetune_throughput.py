@@ -5,8 +5,10 @@
 The model is resnet20 pruned at GPR 50 (PD3) at 32x32, 10 classes; the data are random
 CIFAR-shaped tensors (throughput does not depend on what the pixels show). pdsearch's
 loop (training.train: tensors on the device, augmentation there, no DataLoader; on CUDA
-bf16 autocast and channels_last) against the plain loop (DataLoader over a
-TensorDataset, fp32, the same SGD). CUDA when present, else the CPU with all its threads.
+bf16 autocast and channels_last) against the plain loop doing the same work the usual way
+(a DataLoader over the tensors with torchvision's per-image RandomCrop(padding=size/8) and
+RandomHorizontalFlip, fp32, the same SGD and label smoothing). CUDA when present, else the
+CPU with all its threads.
 """
 import argparse
 import copy
@@ -16,22 +18,38 @@ import torch
 from torch import nn
 
 from pdsearch.config import TrainConfig
-from pdsearch.data import DataBundle, TensorSplit
+from pdsearch.data.bundle import DataBundle, TensorSplit
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
-from pdsearch.training import prepare, train
+from pdsearch.trial.training import prepare, train
+
+
+class Augmented(torch.utils.data.Dataset):
+    """The same work as pdsearch's loop, the usual way: torchvision's random crop (padding 4) and flip per image."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        from torchvision.transforms import v2
+
+        self.x, self.y = x, y
+        self.transform = v2.Compose([v2.RandomCrop(x.shape[-1], padding=x.shape[-1] // 8), v2.RandomHorizontalFlip()])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.x[i]), self.y[i]
 
 
 def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, device) -> None:
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=True,
+    loader = torch.utils.data.DataLoader(Augmented(x, y), batch_size=batch_size, shuffle=True,
                                          pin_memory=device.type == "cuda")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     model.train()
     for _ in range(epochs):
         for xb, yb in loader:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            loss = nn.functional.cross_entropy(model(xb), yb, label_smoothing=0.1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

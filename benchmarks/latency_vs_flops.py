@@ -20,18 +20,18 @@ import dataclasses
 
 import pandas as pd
 import torch
+from figures import save  # benchmarks/figures.py (scripts run from this folder)
 from matplotlib.figure import Figure
 
-from figures import save  # benchmarks/figures.py (scripts run from this folder)
-from pdsearch.baseline import build_baseline
 from pdsearch.config import parse_config
 from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
-from pdsearch.profiling import compute_profile
 from pdsearch.pruning import analyze, prune
 from pdsearch.space import SearchSpace
-from pdsearch.trial import allocate, trial_context
+from pdsearch.trial.baseline import build_baseline
+from pdsearch.trial.sensitivity import compute_profile
+from pdsearch.trial.trial import allocate, trial_context
 
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5"]
 DATA_DRIVEN = ["sensitivity", "loss_aware"]

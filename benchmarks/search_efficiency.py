@@ -20,14 +20,15 @@ import numpy as np
 import pandas as pd
 import ray
 import torch
+from figures import save  # benchmarks/figures.py (scripts run from this folder)
 from matplotlib.figure import Figure
 
-from figures import save  # benchmarks/figures.py (scripts run from this folder)
-from pdsearch.baseline import build_baseline
 from pdsearch.config import parse_config
-from pdsearch.reporting import screening_correlation
-from pdsearch.rundir import hypervolume, load_run, pareto_front
-from pdsearch.searching import run_search
+from pdsearch.reporting.document import screening_correlation
+from pdsearch.run.directory import load_run
+from pdsearch.run.front import hypervolume, pareto_front
+from pdsearch.searching.driver import run_search
+from pdsearch.trial.baseline import build_baseline
 
 BASE = {
     "data": {"dataset": "digits", "input_size": 16, "batch_size": 128},

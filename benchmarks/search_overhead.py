@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=12)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from pdsearch.baseline import build_baseline
     from pdsearch.config import load_config
-    from pdsearch.searching import run_search
-    from pdsearch.trial import run_trial
+    from pdsearch.searching.driver import run_search
+    from pdsearch.trial.baseline import build_baseline
+    from pdsearch.trial.trial import run_trial
 
     cfg = load_config(ROOT / "search_spaces" / "quickstart.yaml")
     gprs = [10 + 5 * i for i in range(args.trials)]

@@ -15,13 +15,15 @@ _LAZY = {
     "Planner": "pdsearch.planning",
     "plan": "pdsearch.planning",
     "plan_grid": "pdsearch.planning",
+    "latency_table": "pdsearch.planning",
     "Policy": "pdsearch.policy",
-    "search": "pdsearch.searching",
-    "resume": "pdsearch.searching",
-    "report": "pdsearch.reporting",
-    "select": "pdsearch.selection",
-    "sensitivity": "pdsearch.profiling",
-    "dashboard": "pdsearch.dashboarding",
+    "search": "pdsearch.searching.driver",
+    "resume": "pdsearch.searching.driver",
+    "report": "pdsearch.reporting.document",
+    "select": "pdsearch.reporting.selection",
+    "sensitivity": "pdsearch.reporting.sensitivity",
+    "dashboard": "pdsearch.reporting.dashboard",
+    "list_models": "pdsearch.models",
 }
 
 __all__ = ["NoFeasiblePolicy", "PdsearchError", *_LAZY]

@@ -29,7 +29,7 @@ def _print_plan(p) -> None:
 
     pol = p.policy
     shape = pol.pd or f"slope {pol.slope:+.2f} curvature {pol.curvature:+.2f}"
-    how = f"allocator {pol.allocator.name}" + (f", calibrated on {pol.target}" if pol.budget is None and pol.mode == "calibrated" else "")
+    how = pol.allocator.describe(pol)
     amount = pol.amount + (f" (homogeneous equivalent: GPR {p.gpr:.2f}%)" if pol.budget is not None else "")
     print(f"{p.model}: {amount}, {shape}, {how}, criterion {pol.criterion}")
     print(f"{'#':>3}  {'layer':<36} {'pos':>5} {'rate':>7} {'channels':>9} {'kept':>6}")
@@ -39,18 +39,22 @@ def _print_plan(p) -> None:
     print(f"FlexiPrune list_pruning: {p.flexiprune_list}")
     for label, c in (("FLOPs", p.flops), ("params", p.params)):
         print(f"{label:<7} {human_count(c['base'])} -> {human_count(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
+    if p.latency:
+        c = p.latency
+        print(f"latency {c['base']:.3f} -> {c['pruned']:.3f} ms  ({-c['reduction_pct']:+.2f}%, predicted by the latency table)")
 
 
 def _amount_flags(args: argparse.Namespace) -> dict:
-    """--gpr, or a budget: --flops-reduction / --params-reduction (percent)."""
+    """--gpr, or a budget: --flops-reduction / --params-reduction / --latency-reduction (percent)."""
     from pdsearch.planning import amount_fields
 
-    return amount_fields(args.gpr, args.flops_reduction, args.params_reduction)
+    return amount_fields(args.gpr, args.flops_reduction, args.params_reduction, args.latency_reduction)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from pdsearch.planning import Planner, grid_amounts
-    from pdsearch.policy import Policy, normalize_pd
+    from pdsearch.policy import Needs, Policy, normalize_pd
+    from pdsearch.policy.budget import NO_TABLE
 
     fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate,
                   round_to=args.round_to)
@@ -63,12 +67,16 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         amount = _amount_flags(args)
         if amount.get("gpr") is None and "budget" not in amount:
-            raise PdsearchError("plan needs --gpr, --flops-reduction or --params-reduction (or --grid)")
+            raise PdsearchError("plan needs --gpr, --flops-reduction, --params-reduction or --latency-reduction "
+                                "(or --grid)")
+        if amount.get("budget_metric") == "latency" and not args.latency_table:
+            raise PdsearchError(NO_TABLE)
         policy = Policy(pd=args.pd, **amount, **fields)
-        if policy.allocator.needs != "structure":
+        if policy.allocator.needs != Needs.STRUCTURE:
             raise PdsearchError(f"pd {policy.pd} is measured on trained weights and data: use it in a search "
                                 "(plan takes PD1-PD5 and shapes)")
-    planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size)
+    planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size,
+                      latency_table=args.latency_table)
     if args.grid:
         table = planner.grid(**_grid_amount(args), pds=pds, **fields)
         if args.csv:
@@ -92,6 +100,32 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_latency_table(args: argparse.Namespace) -> int:
+    import time
+
+    from pdsearch.planning import latency_table
+
+    start, last = time.time(), [0.0]
+
+    def report(done: int, total: int) -> None:
+        if time.time() - last[0] >= 10 or done == total:
+            last[0] = time.time()
+            elapsed = time.time() - start
+            print(f"[{elapsed:4.0f} s] {done}/{total} layer measurements, ETA {elapsed * (total - done) / done:.0f} s",
+                  flush=True)
+
+    table = latency_table(args.out, args.model, config=args.config, input_size=args.input_size,
+                          num_classes=args.num_classes, in_channels=args.in_channels, runtime=args.runtime,
+                          threads=args.threads, batch_size=args.batch_size, points=args.points, address=args.address,
+                          report=report)
+    key = table.key
+    print(f"{key['model']} at {key['input_size']}x{key['input_size']}, batch {key['batch_size']}, {key['runtime']} on "
+          f"{key['device']} ({key['threads'] or 'default'} threads): baseline {table.baseline_ms:.3f} ms, "
+          f"{len(table.tables)} layer shapes measured in {table.seconds:.0f} s")
+    print(f"written to {args.out}   next: pdsearch plan --model {key['model']} --latency-table {args.out} ...")
+    return 0
+
+
 def _grid_amount(args: argparse.Namespace) -> dict:
     if args.flops_reductions is not None or args.params_reductions is not None:
         return {"gprs": None, "flops_reductions": args.flops_reductions, "params_reductions": args.params_reductions}
@@ -99,30 +133,33 @@ def _grid_amount(args: argparse.Namespace) -> dict:
 
 
 def _print_front(result: dict) -> None:
+    from pdsearch.run.directory import status_counts
+
     base = result["baseline"]
     trials, front = result["trials"], result["pareto"]
-    counts = trials["status"].value_counts() if len(trials) else {}
-    ok, unbuildable = int(counts.get("ok", 0)), int(counts.get("infeasible", 0))
     print(f"\nbaseline: val {base['val_accuracy']:.2f}%  test {base['test_accuracy']:.2f}%")
-    print(f"trials: {len(trials) - unbuildable} ({ok} completed, {len(trials) - ok - unbuildable} failed)" +
-          (f"; {unbuildable} policies could not be built and were not run" if unbuildable else "") +
-          (f" in {result['seconds']:.0f} s" if result.get("seconds") else ""))
-    if not len(front):
+    print(f"trials: {len(trials)} ({status_counts(trials)})"
+          + (f" in {result['seconds']:.0f} s" if result.get("seconds") else ""))
+    if len(front):
+        _print_front_table(front)
+    else:
         print("Pareto front: empty (no completed trial meets the constraints)")
-        return
+    run = result["run_dir"]
+    print(f"\nwritten to {run}: {', '.join(result['written'])}")
+    print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.pt2")
+
+
+def _print_front_table(front) -> None:
     cols = ["gpr", "budget", "pd", "criterion", "accuracy", "acc_drop", "test_accuracy", "flops_reduction_pct", "params_reduction_pct"]
     shown = [c for c in cols if c in front.columns and front[c].replace("", None).notna().any()]  # no empty columns
     table = front[shown].rename(
         columns={"flops_reduction_pct": "flops_red_%", "params_reduction_pct": "params_red_%"})
     print(f"Pareto front ({len(front)} policies, val accuracy vs FLOPs vs params):")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
-    run = result["run_dir"]
-    print(f"\nwritten to {run}: trials.csv, pareto.csv, study.db, config.yaml, model.json, tune/")
-    print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.pt2")
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from pdsearch.searching import search
+    from pdsearch.searching.driver import search
 
     _print_front(search(args.config, run_dir=args.run_dir, num_trials=args.num_trials, address=args.address,
                         progress=args.progress))
@@ -130,21 +167,21 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from pdsearch.searching import resume
+    from pdsearch.searching.driver import resume
 
     _print_front(resume(args.run_dir, address=args.address, progress=args.progress))
     return 0
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from pdsearch.profiling import describe, sensitivity
+    from pdsearch.reporting.sensitivity import describe, sensitivity
 
     print(describe(sensitivity(args.run_dir)))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pdsearch.reporting import report
+    from pdsearch.reporting.document import report
 
     rep = report(args.run_dir, out=args.out, source=args.source)
     _note(rep.note)
@@ -155,10 +192,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from pdsearch.selection import describe, select
+    from pdsearch.reporting.selection import describe, select
 
     chosen = select(
-        args.run_dir, prefer=args.prefer, export=args.export, finetune_epochs=args.finetune_epochs,
+        args.run_dir, prefer=args.prefer, export=args.export, finetune_epochs=args.finetune_epochs, distill=args.distill,
         source=args.source, trial=args.trial, **{c.field: getattr(args, c.field) for c in CONSTRAINTS.values()},
     )
     _note(chosen.note)
@@ -167,9 +204,19 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from pdsearch.dashboarding import dashboard
+    from pdsearch.reporting.dashboard import dashboard
 
     dashboard(args.run_dir, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from pdsearch.models import list_models
+
+    for source, names in list_models(args.filter).items():
+        shown = names or (['(timm is not installed: pip install -e ".[timm]")'] if source == "timm" and not args.filter
+                          else ["(none)"])
+        print(f"{source} ({len(names)}): {', '.join(shown)}")
     return 0
 
 
@@ -198,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpr", type=float, help="global pruning rate in percent, [0, 100)")
     p.add_argument("--flops-reduction", type=float, metavar="PCT", help="a FLOPs budget instead of a GPR (percent removed)")
     p.add_argument("--params-reduction", type=float, metavar="PCT", help="a params budget instead of a GPR (percent removed)")
+    p.add_argument("--latency-reduction", type=float, metavar="PCT",
+                   help="a latency budget instead of a GPR (percent removed, predicted by --latency-table)")
+    p.add_argument("--latency-table", metavar="TABLE.json",
+                   help="a latency table of the target (pdsearch latency-table): adds the predicted latency")
     p.add_argument("--pd", default="PD1", help="PD1-PD5 or a name such as bottom-up")
     p.add_argument("--mode", default="calibrated", help="calibrated (any CNN) or flexiprune (AlexNet/VGG tables)")
     p.add_argument("--criterion", default="l1")
@@ -213,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the grid to this CSV file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_plan)
+
+    t = sub.add_parser("latency-table", help="measure a model's latency table on this machine, the deployment target")
+    t.add_argument("--config", help="a search config: its model, latency runtime, threads, batch and input size")
+    t.add_argument("--model", help="registry name, torchvision name, timm/NAME or package.module:factory")
+    t.add_argument("--input-size", type=int, help="the deployment resolution (default: the config's)")
+    t.add_argument("--num-classes", type=int, default=10)
+    t.add_argument("--in-channels", type=int, default=3)
+    t.add_argument("--runtime", help="torch or onnxruntime (default: the config's, else onnxruntime)")
+    t.add_argument("--threads", type=int, help="intra-op threads (default: the config's, else the runtime's)")
+    t.add_argument("--batch-size", type=int, help="default: the config's first latency batch size, else 1")
+    t.add_argument("--points", type=int, default=6, help="channel counts sampled per layer axis (default 6)")
+    t.add_argument("--address", help="run on the cluster node that carries latency.target_resource (needs --config)")
+    t.add_argument("--out", required=True, metavar="TABLE.json")
+    t.set_defaults(func=_cmd_latency_table)
 
     s = sub.add_parser("search", help="search policies with Ray Tune + Optuna; writes trials.csv and pareto.csv")
     s.add_argument("config", help="YAML search space, e.g. search_spaces/quickstart.yaml")
@@ -251,8 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trial", metavar="ID", help="take this completed trial instead of choosing by constraints and preference")
     c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (torch.export, .pt2)")
     c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")
+    c.add_argument("--distill", type=float, metavar="WEIGHT",
+                   help="with --export: distil from the baseline at this weight (0: off; default: as the trial did)")
     c.add_argument("--source", **source)
     c.set_defaults(func=_cmd_select)
+
+    o = sub.add_parser("models", help="the model names a config and plan take (pdsearch's, torchvision's, timm's)")
+    o.add_argument("--filter", default="", metavar="TEXT", help="only names holding TEXT")
+    o.set_defaults(func=_cmd_models)
 
     d = sub.add_parser("dashboard", help="optuna-dashboard on the run's study (needs the [dashboard] extra)")
     d.add_argument("run_dir")

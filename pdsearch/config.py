@@ -13,19 +13,30 @@ from typing import Any, Literal, Mapping, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from pdsearch.data import DATASETS
 from pdsearch.errors import PdsearchError
 from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
-from pdsearch.policy import ALLOCATORS
-from pdsearch.policy.allocators import Settings
-from pdsearch.policy.policy import CRITERIA, PD_SHAPES, modes, normalize_pd
+from pdsearch.policy.allocators import ALLOCATORS, Settings, allocator_for, modes
+from pdsearch.policy.criteria import CRITERIA
+from pdsearch.policy.policy import PD_SHAPES, normalize_pd
 from pdsearch.ranges import Range
+from pdsearch.registry import load_plugins, unknown
+from pdsearch.runtimes import RUNTIMES
+from pdsearch.searching.samplers import SAMPLERS
+from pdsearch.searching.schedulers import SCHEDULERS
+from pdsearch.trackers import TRACKERS
 
 
 def registered(name: str, registry: Mapping[str, Any], what: str) -> str:
     """``name`` if the registry has it, else the error a user can act on (the names it has)."""
     if name not in registry:
-        raise ValueError(f"unknown {what} {name!r}: use one of {', '.join(registry)}")
+        raise ValueError(unknown(what, name, registry))
     return name
+
+
+def digest(spec: Any) -> str:
+    """A short stable key of a JSON-able spec (cache file names)."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class _Section(BaseModel):
@@ -49,14 +60,10 @@ class DataConfig(_Section):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str) -> str:
-        from pdsearch.data import DATASETS  # the registry's loaders take this section
-
         return registered(value, DATASETS, "dataset")
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
-        from pdsearch.data import DATASETS
-
         if DATASETS[self.dataset].needs_root and not self.root:
             raise ValueError(f"data.root is required for dataset {self.dataset}")
         return self
@@ -75,15 +82,24 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
 
 
+class DistillConfig(_Section):
+    """Logits distillation from the unpruned baseline while fine-tuning (weight 0: off, plain training)."""
+
+    weight: float = Field(0.0, ge=0, le=1)  # of the distillation term; the labels' loss gets 1 - weight
+    temperature: float = Field(4.0, gt=0)
+
+
 class FinetuneConfig(TrainConfig):
     # Adaptive BatchNorm (EagleEye): statistics re-estimated on this many training batches after
     # pruning, before the screening accuracy (accuracy_before_finetune) is measured; 0 turns it off.
     bn_recalibration_batches: int = Field(20, ge=0)
+    distill: DistillConfig = DistillConfig()
 
 
 class BaselineConfig(TrainConfig):
     checkpoint: Optional[str] = None  # a state_dict (.pt/.pth, loaded weights_only) or .safetensors
     trust_checkpoint: bool = False  # allow full unpickling, which RUNS CODE stored in the checkpoint
+    allow_weak: bool = False  # search a baseline near chance anyway (otherwise the search stops before any trial)
     epochs: int = Field(15, ge=1)
     lr: float = Field(0.05, gt=0, le=10)
 
@@ -94,35 +110,38 @@ class ShapeConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    """A FLOPs or params reduction to meet (percent), instead of a GPR (ACRA's budget mode)."""
+    """A FLOPs, params or latency reduction to meet (percent), instead of a GPR (ACRA's budget mode).
+
+    A latency budget is met on the latency table's prediction (latency.table).
+    """
 
     flops_reduction: Optional[Range] = None
     params_reduction: Optional[Range] = None
+    latency_reduction: Optional[Range] = None
 
     @model_validator(mode="after")
     def _one(self) -> "BudgetConfig":
-        given = [r for r in (self.flops_reduction, self.params_reduction) if r is not None]
+        given = [r for r in (self.flops_reduction, self.params_reduction, self.latency_reduction) if r is not None]
         if len(given) != 1:
-            raise ValueError("give flops_reduction or params_reduction (one of them)")
+            raise ValueError("give flops_reduction, params_reduction or latency_reduction (one of them)")
         if given[0].low <= 0 or given[0].high >= 100:
             raise ValueError(f"a budget must lie in (0, 100) percent, got [{given[0].low:g}, {given[0].high:g}]")
         return self
 
     @property
     def metric(self) -> str:
-        return "flops" if self.flops_reduction is not None else "params"
+        return next(m for m in ("flops", "params", "latency") if getattr(self, f"{m}_reduction") is not None)
 
     @property
     def range(self) -> Range:
-        return self.flops_reduction or self.params_reduction
+        return getattr(self, f"{self.metric}_reduction")
 
 
 def _criteria(value: list[str], what: str) -> list[str]:
     if not value:
         raise ValueError(f"the {what} is empty")
     for c in value:
-        if c not in CRITERIA:
-            raise ValueError(f"unknown criterion {c!r}: use one of {', '.join(CRITERIA)}")
+        registered(c, CRITERIA, "criterion")
     return value
 
 
@@ -137,16 +156,16 @@ class SpaceConfig(_Section):
     allocators: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-allocator settings
     target: Literal["flops", "params", "mean"] = "flops"
     max_rate: float = Field(0.9, gt=0, lt=1)
-    round_to: int = Field(1, ge=1, le=1024)  # pruned groups keep a multiple of this many channels
+    # pruned groups keep a multiple of this many channels; a list is searched (runtimes favour multiples of 8, 16)
+    round_to: list[int] = [1]
     repeats: int = Field(1, ge=1, le=20)
     seeds: list[int] = [0]
+    distill: Optional[list[float]] = None  # distillation weights to search (default: finetune.distill.weight)
 
     @field_validator("mode")
     @classmethod
     def _mode(cls, value):
-        if value not in modes():
-            raise ValueError(f"unknown mode {value!r}: use one of {', '.join(modes())}")
-        return value
+        return registered(value, modes(), "mode")
 
     @field_validator("pd")
     @classmethod
@@ -184,12 +203,27 @@ class SpaceConfig(_Section):
             raise ValueError("the seeds list is empty")
         return value
 
+    @field_validator("round_to", mode="before")
+    @classmethod
+    def _round_to(cls, value):
+        values = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024 for v in values):
+            raise ValueError(f"give a channel multiple in [1, 1024] or a list of them, got {value!r}")
+        return list(dict.fromkeys(values))
+
+    @field_validator("distill")
+    @classmethod
+    def _distill(cls, value):
+        if value is not None and (not value or not all(0 <= w <= 1 for w in value)):
+            raise ValueError(f"distillation weights lie in [0, 1] (0: off), got {value}")
+        return value
+
     @field_validator("allocators")
     @classmethod
     def _allocators(cls, value):
         for name in value:
-            if name not in ALLOCATORS:
-                raise ValueError(f"unknown allocator {name!r}: use one of {', '.join(ALLOCATORS)}")
+            registered(name, ALLOCATORS, "allocator")
         return value
 
     @model_validator(mode="after")
@@ -198,8 +232,8 @@ class SpaceConfig(_Section):
             raise ValueError("set either space.pd (named PDs) or space.shape (continuous shapes), not both")
         if self.pd is None and self.shape is None:
             object.__setattr__(self, "pd", list(PD_SHAPES))
-        if self.mode == "flexiprune" and self.shape is not None:
-            raise ValueError("flexiprune mode takes named PDs (space.pd), not space.shape")
+        if self.shape is not None and not ALLOCATORS[self.mode].custom_shapes:
+            raise ValueError(f"{self.mode} mode takes named PDs (space.pd), not space.shape")
         if self.budget is not None and self.gpr is not None:
             raise ValueError("set either space.gpr or space.budget, not both")
         if self.budget is None and self.gpr is None:
@@ -214,7 +248,7 @@ class SpaceConfig(_Section):
 
     def allocators_used(self) -> list[str]:
         """Registry names of the allocators this space can pick."""
-        return list(dict.fromkeys(ALLOCATORS[p].name if p in ALLOCATORS else self.mode for p in (self.pd or [None])))
+        return list(dict.fromkeys(allocator_for(pd, self.mode).name for pd in (self.pd or [None])))
 
     def settings(self) -> dict[str, Settings]:
         """Each allocator's validated settings, with the space-level keys it reads (criteria_pool)."""
@@ -255,7 +289,8 @@ class _ConstraintsBase(_Section):
 
     def measures(self) -> set[str]:
         """What trials must measure for the constraints set (latency, energy)."""
-        return {o.measures for o in OBJECTIVES.values() if o.measures and getattr(self, o.constraint.field) is not None}
+        return {o.measures for o in OBJECTIVES.values()  # (a plugin's objective offers no constraint key here)
+                if o.measures and getattr(self, o.constraint.field, None) is not None}
 
 
 Constraints = create_model(
@@ -265,11 +300,38 @@ Constraints = create_model(
 
 
 class LatencyConfig(_Section):
-    """How trials time the pruned model and the baseline (when latency is an objective or constraint)."""
+    """Where and how latency is known (when it is an objective, a constraint or a budget).
 
+    ``measured``: trials time the pruned model and the baseline on ``runtime`` on their own
+    node; ``table``: it is predicted from a latency table built on the deployment target
+    (``pdsearch latency-table``), and trials still measure on their node when they can.
+    """
+
+    runtime: str = "torch"  # a name in runtimes.RUNTIMES
+    threads: Optional[int] = Field(None, ge=1)  # intra-op threads; None: the trial's (one per CPU it is given)
+    input_size: Optional[int] = Field(None, gt=0, le=4096)  # the deployment resolution; None: data.input_size
     batch_sizes: list[int] = [1]  # the first is the objective's; a second is reported too
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)
+    table: Optional[str] = None  # a latency table JSON (pdsearch latency-table) for budgets and predictions
+    source: Literal["measured", "table"] = "measured"  # what the latency objective and constraint read
+    target_resource: Optional[str] = None  # latency-table run as a Ray task on a node with this custom resource
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        registered(value, RUNTIMES, "latency runtime")
+        try:
+            RUNTIMES[value].check_installed()
+        except PdsearchError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _table_for_source(self) -> "LatencyConfig":
+        if self.source == "table" and self.table is None:
+            raise ValueError("source 'table' needs a table: set latency.table (build one with pdsearch latency-table)")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod
@@ -288,24 +350,41 @@ class FidelityConfig(_Section):
 
 class SearchSettings(_Section):
     sampler: str = "nsga2"  # a name in space.SAMPLERS
-    scheduler: Literal["fifo", "mo_asha"] = "fifo"  # mo_asha: stop unpromising trials at rungs
+    scheduler: str = "fifo"  # a name in search.schedulers.SCHEDULERS (mo_asha: stop unpromising trials at rungs)
     fidelity: FidelityConfig = FidelityConfig()
     num_trials: int = Field(24, ge=1)
     seed: int = 0
     objectives: list[str] = ["accuracy", "flops", "params"]
     constraints: Constraints = Constraints()
     storage: Optional[str] = None  # an Optuna storage URL; default: SQLite in the run directory
+    storage_timeout: float = Field(600.0, gt=0)  # seconds the study database may stay unreachable before a clean stop
     tune_storage: Optional[str] = None  # Ray Tune's storage_path (a shared folder or s3://...); default RUN_DIR/tune
     study_name: str = "pdsearch"
     population_size: int = Field(8, ge=2)  # NSGA-II generation size
     max_failures: int = Field(2, ge=0)  # retries of a trial whose worker died
+    trackers: list[str] = []  # experiment trackers (trackers.TRACKERS): mlflow, wandb
+    tracking_uri: Optional[str] = None  # MLflow's; default MLFLOW_TRACKING_URI, else SQLite in the run directory
+
+    @field_validator("trackers")
+    @classmethod
+    def _installed_trackers(cls, value: list[str]) -> list[str]:
+        for name in value:
+            registered(name, TRACKERS, "tracker")
+            try:
+                TRACKERS[name].check_installed(name)
+            except PdsearchError as exc:
+                raise ValueError(str(exc)) from None
+        return list(dict.fromkeys(value))
 
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: str) -> str:
-        from pdsearch.space import SAMPLERS  # the registry builds samplers from this config
-
         return registered(value, SAMPLERS, "sampler")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str) -> str:
+        return registered(value, SCHEDULERS, "scheduler")
 
     @field_validator("objectives")
     @classmethod
@@ -327,6 +406,7 @@ class Resources(_Section):
 
 class SearchConfig(_Section):
     name: str = "pdsearch"
+    plugins: list[str] = []  # modules that register allocators, objectives, samplers, ... (imported everywhere)
     run_dir: Optional[str] = None
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -346,17 +426,29 @@ class SearchConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _rungs(self) -> "SearchConfig":
-        if self.search.scheduler == "mo_asha" and self.search.fidelity.min_epochs >= self.finetune.epochs:
-            raise ValueError(f"search.fidelity.min_epochs ({self.search.fidelity.min_epochs}) leaves no rung below "
-                             f"finetune.epochs ({self.finetune.epochs}): mo_asha has nothing to stop early")
+    def _latency_budget_has_a_table(self) -> "SearchConfig":
+        if self.space.budget is not None and self.space.budget.metric == "latency" and self.latency.table is None:
+            raise ValueError("space.budget.latency_reduction is met on a latency table's prediction: set latency.table "
+                             "(build one on the target with pdsearch latency-table)")
         return self
+
+    @model_validator(mode="after")
+    def _scheduler_can_serve(self) -> "SearchConfig":
+        check = SCHEDULERS[self.search.scheduler].check
+        if check is not None:
+            check(self)
+        return self
+
+    def with_distill(self, weight: float) -> "SearchConfig":
+        """This config with fine-tuning distilled at ``weight`` (0: off)."""
+        distill = self.finetune.distill.model_copy(update={"weight": float(weight)})
+        return self.model_copy(update={"finetune": self.finetune.model_copy(update={"distill": distill})})
 
     def baseline_key(self) -> str:
         """What the baseline depends on: model, data and its own training."""
-        baseline = self.baseline.model_dump(exclude={"trust_checkpoint"})  # how a file is read is not what it holds
-        spec = {"model": self.model.model_dump(), "data": self.data.model_dump(), "baseline": baseline}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        # how a file is read, and whether a weak result is accepted, are not what the baseline holds
+        baseline = self.baseline.model_dump(exclude={"trust_checkpoint", "allow_weak"})
+        return digest({"model": self.model.model_dump(), "data": self.data.model_dump(), "baseline": baseline})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", by_alias=True), sort_keys=False)
@@ -374,10 +466,9 @@ def _format_error(exc: ValidationError) -> str:
 
 def override_constraints(base: Constraints, **values: float | None) -> Constraints:
     """``base`` with the constraints given (None keeps base's), validated like the config."""
-    unknown = set(values) - {c.field for c in CONSTRAINTS.values()}
-    if unknown:
-        raise PdsearchError(f"unknown constraint {sorted(unknown)[0]!r}: use one of "
-                            f"{', '.join(c.field for c in CONSTRAINTS.values())}")
+    extra = set(values) - {c.field for c in CONSTRAINTS.values()}
+    if extra:
+        raise PdsearchError(unknown("constraint", sorted(extra)[0], [c.field for c in CONSTRAINTS.values()]))
     try:
         return Constraints.model_validate({**base.model_dump(), **{k: v for k, v in values.items() if v is not None}})
     except ValidationError as exc:
@@ -389,6 +480,9 @@ def parse_config(data: Any, source: str = "config") -> SearchConfig:
         raise PdsearchError(f"{source}: the configuration is empty")
     if not isinstance(data, dict):
         raise PdsearchError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    plugins = data.get("plugins")
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        load_plugins(plugins)  # before validation: they add the names the config may use
     try:
         return SearchConfig.model_validate(data)
     except ValidationError as exc:

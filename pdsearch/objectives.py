@@ -9,8 +9,9 @@ adding an objective is one entry here (plus its measurement, if the trial lacks 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 Base = Mapping[str, float]  # model.json: the baseline's flops and params
 
@@ -37,7 +38,9 @@ class Objective:
     reference: Callable[[Base], str]  # what loss 1 means, for the report
     worst: Callable[[Base], float]  # the value told for a policy that cannot be built (loss 1)
     constraint: Constraint
-    measures: str | None = None  # what the trial measures for it beyond accuracy and fvcore counts
+    # What the trial measures for it beyond accuracy and fvcore counts: the import path of a function
+    # (pruned model, baseline, input shape, config, device) -> trials.csv fields, run once however many ask.
+    measures: str | None = None
     needs_gpu: bool = False
 
     @property
@@ -45,13 +48,13 @@ class Objective:
         return "maximize" if self.direction == "max" else "minimize"
 
 
-def _ratio(label: str, measures: str, metric: str, needs_gpu: bool = False) -> Objective:
+def _ratio(name: str, label: str, measures: str, needs_gpu: bool = False) -> Objective:
     """A measured quantity as a ratio to the baseline measured in the same process."""
     return Objective(
-        name=measures, metric=f"{metric}_ratio", direction="min", label=f"{label} (× baseline)",
+        name=name, metric=f"{name}_ratio", direction="min", label=f"{label} (× baseline)",
         loss=lambda v, base: v, reference=lambda base: f"{label} = baseline", worst=lambda base: 1.0,
-        constraint=Constraint(f"{measures}_reduction", f"min_{measures}_reduction", f"{label} reduction",
-                              f"{measures}_reduction_pct", "%", ">="),
+        constraint=Constraint(f"{name}_reduction", f"min_{name}_reduction", f"{label} reduction",
+                              f"{name}_reduction_pct", "%", ">="),
         measures=measures, needs_gpu=needs_gpu,
     )
 
@@ -71,8 +74,8 @@ OBJECTIVES: dict[str, Objective] = {
         reference=lambda base: "params = baseline", worst=lambda base: float(base["params"]),
         constraint=Constraint("params_reduction", "min_params_reduction", "params reduction", "params_reduction_pct",
                               "%", ">=")),
-    "latency": _ratio("latency", "latency", "latency"),
-    "energy": _ratio("energy per image", "energy", "energy", needs_gpu=True),
+    "latency": _ratio("latency", "latency", "pdsearch.trial.deployment:latency"),
+    "energy": _ratio("energy", "energy per image", "pdsearch.trial.deployment:energy", needs_gpu=True),
 }
 CONSTRAINTS: dict[str, Constraint] = {o.constraint.name: o.constraint for o in OBJECTIVES.values()}
 
@@ -84,3 +87,15 @@ def metrics(objectives: list[str]) -> list[str]:
 
 def directions(objectives: list[str]) -> list[str]:
     return [OBJECTIVES[o].direction for o in objectives]
+
+
+def given(value: Any) -> bool:
+    """A trials.csv cell (or metric) that holds a value: not missing, empty or NaN."""
+    return value is not None and value != "" and not (isinstance(value, float) and math.isnan(value))
+
+
+def reductions(row: Mapping[str, Any], objectives: list[str] | None = None) -> str:
+    """A trial's cost reductions: 'FLOPs -52.3%, params -48.0%' (``objectives``, or every cost it has)."""
+    constraints = [OBJECTIVES[o].constraint for o in (objectives or OBJECTIVES)]
+    return ", ".join(f"{c.label.split()[0]} -{float(row[c.metric]):.1f}%" for c in constraints
+                     if not c.evolves and c.metric in row and given(row[c.metric]))

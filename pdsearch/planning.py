@@ -1,18 +1,23 @@
 """Planning: a policy's per-group rates (and criteria) and its cost, without pruning anything."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
 from pdsearch.cost import CostModel
+from pdsearch.cost.latency_table import LatencyTable, Progress, build_table, kept_channels, layer_shapes
 from pdsearch.errors import PdsearchError
-from pdsearch.models import build_model
-from pdsearch.policy import Allocation, CostSpace, Policy, Problem, goal_of
+from pdsearch.models import accepts_in_channels, build_model
+from pdsearch.policy import Allocation, CostSpace, Needs, Policy, Problem, goal_of
 from pdsearch.pruning import ModelStructure, analyze
+from pdsearch.registry import unknown
+from pdsearch.runtimes import RUNTIMES
 
 
 def _reduction(base: float, pruned: float) -> float:
@@ -29,6 +34,7 @@ class Plan:
     gpr: float  # the policy's GPR, or for a budget the homogeneous GPR of the same cost
     criteria: list[str] | None = None  # per group, where the allocator chose them
     allocation_seconds: float = 0.0
+    latency: dict[str, float] | None = None  # predicted on the target, where a latency table is given
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -54,6 +60,8 @@ class Plan:
             "flexiprune_list": self.flexiprune_list,
             "flops": self.flops,
             "params": self.params,
+            **({"latency_ms": self.latency["pruned"], "baseline_latency_ms": self.latency["base"],
+                "latency_reduction_pct": self.latency["reduction_pct"]} if self.latency else {}),
         }
 
 
@@ -67,6 +75,7 @@ class Planner:
         input_size: int = 224,
         in_channels: int = 3,
         model_kwargs: dict[str, Any] | None = None,
+        latency_table: LatencyTable | str | None = None,
     ) -> None:
         if not isinstance(input_size, int) or input_size <= 0:
             raise PdsearchError(f"input size must be a positive integer, got {input_size!r}")
@@ -80,12 +89,18 @@ class Planner:
         self.input_size = input_size
         self.structure: ModelStructure = analyze(model, input_size, in_channels)
         self.cost_model = CostModel(self.structure)
+        self.latency_ms: Callable[[np.ndarray], float] | None = None  # channels removed per group -> ms
+        if latency_table is not None:
+            source = f"latency table {str(latency_table)!r}" if isinstance(latency_table, str) else "latency table"
+            table = LatencyTable.load(latency_table) if isinstance(latency_table, str) else latency_table
+            self.latency_ms = self.latency_predictor(table, source)
 
     @classmethod
-    def from_info(cls, name: str, info: dict[str, Any], model_kwargs: dict[str, Any] | None = None) -> "Planner":
+    def from_info(cls, name: str, info: dict[str, Any], model_kwargs: dict[str, Any] | None = None,
+                  latency_table: LatencyTable | str | None = None) -> "Planner":
         """The model's analysis from a run's model.json (input size, channels, classes): no data needed."""
         return cls(name, num_classes=info["num_classes"], input_size=info["input_size"],
-                   in_channels=info["in_channels"], model_kwargs=model_kwargs)
+                   in_channels=info["in_channels"], model_kwargs=model_kwargs, latency_table=latency_table)
 
     @property
     def groups(self):
@@ -94,8 +109,12 @@ class Planner:
     def cost_space(self, max_rate: float, round_to: int = 1) -> CostSpace:
         """The cost as a function of rates, channel rounding (and ``round_to``) included."""
         base = self.cost_model.base
+        latency, base_latency = None, 0.0
+        if self.latency_ms is not None:
+            latency = lambda rates: self.latency_ms(self.pruned_channels(rates, round_to))  # noqa: E731
+            base_latency = self.latency_ms(np.zeros(len(self.groups)))
         return CostSpace(lambda rates: self.cost(rates, round_to), (float(base.flops), float(base.params)),
-                         np.array([g.step(round_to) for g in self.groups]), max_rate)
+                         np.array([g.step(round_to) for g in self.groups]), max_rate, latency, base_latency)
 
     def problem(self, policy: Policy, **measured: Any) -> Problem:
         """What the policy's allocator reads; ``measured`` adds settings, a profile or a loss probe."""
@@ -131,7 +150,7 @@ class Planner:
         space = self.cost_space(policy.max_rate, policy.round_to)
         space.check(goal_of(policy, space))
         needs = policy.allocator.needs
-        if needs == "structure" or (needs == "sensitivity" and measured.get("profile") is not None):
+        if needs == Needs.STRUCTURE or (needs == Needs.SENSITIVITY and measured.get("profile") is not None):
             self.plan(policy, **measured)
 
     def rates(self, policy: Policy, **measured: Any) -> np.ndarray:
@@ -144,9 +163,18 @@ class Planner:
         space = self.cost_space(policy.max_rate, policy.round_to)
         return round(100.0 * space.uniform_rate(goal_of(policy, space)), 4)
 
+    def pruned_channels(self, rates: Sequence[float], round_to: int = 1) -> np.ndarray:
+        """Channels each group loses at ``rates``, channel rounding included."""
+        return np.array([g.channels_to_prune(r, round_to) for g, r in zip(self.groups, rates)])
+
     def cost(self, rates: Sequence[float], round_to: int = 1) -> tuple[float, float]:
         """Exact (FLOPs, params) after pruning with ``rates``, channel rounding included."""
-        return self.cost_model.predict(np.array([g.channels_to_prune(r, round_to) for g, r in zip(self.groups, rates)]))
+        return self.cost_model.predict(self.pruned_channels(rates, round_to))
+
+    def latency_predictor(self, table: LatencyTable, source: str = "latency table") -> Callable[[np.ndarray], float]:
+        """Milliseconds on the table's target for channels removed per group; a table of another model is refused."""
+        table.check_layers(layer_shapes(self.structure.model, self.structure.example_input), source)
+        return lambda pruned: table.predict(kept_channels(self.cost_model, table, pruned))
 
     def plan(self, policy: Policy, **measured: Any) -> Plan:
         allocation = self.allocate(policy, **measured)
@@ -170,6 +198,10 @@ class Planner:
             }
             for g, r in zip(self.groups, rates)
         ]
+        latency = None
+        if self.latency_ms is not None:
+            mine, theirs = self.latency_ms(self.pruned_channels(rates)), self.latency_ms(np.zeros(len(self.groups)))
+            latency = {"base": round(theirs, 4), "pruned": round(mine, 4), "reduction_pct": _reduction(theirs, mine)}
         return Plan(
             model=self.model_name,
             policy=policy,
@@ -179,6 +211,7 @@ class Planner:
             gpr=self.equivalent_gpr(policy),
             criteria=criteria,
             allocation_seconds=seconds,
+            latency=latency,
         )
 
     def grid(self, gprs: Iterable[float] | None = None, pds: Iterable[Any] = (1, 2, 3, 4, 5), *,
@@ -214,15 +247,19 @@ def grid_amounts(gprs, flops_reductions, params_reductions) -> list[dict[str, An
     return [{"gpr": g} for g in (gprs if gprs is not None else range(10, 100, 10))]
 
 
-def amount_fields(gpr: float | None, flops_reduction: float | None, params_reduction: float | None) -> dict[str, Any]:
-    if flops_reduction is not None and params_reduction is not None:
-        raise PdsearchError("give a FLOPs reduction or a params reduction, not both")
-    budget = flops_reduction if flops_reduction is not None else params_reduction
-    if budget is None:
+def amount_fields(gpr: float | None, flops_reduction: float | None = None, params_reduction: float | None = None,
+                  latency_reduction: float | None = None) -> dict[str, Any]:
+    budgets = {metric: value for metric, value in
+               (("flops", flops_reduction), ("params", params_reduction), ("latency", latency_reduction))
+               if value is not None}
+    if len(budgets) > 1:
+        raise PdsearchError("give one budget (a FLOPs, params or latency reduction), not several")
+    if not budgets:
         return {"gpr": gpr}
     if gpr is not None:
-        raise PdsearchError("give a GPR or a budget (FLOPs or params reduction), not both")
-    return {"budget": budget, "budget_metric": "flops" if flops_reduction is not None else "params"}
+        raise PdsearchError("give a GPR or a budget (FLOPs, params or latency reduction), not both")
+    (metric, budget), = budgets.items()
+    return {"budget": budget, "budget_metric": metric}
 
 
 def plan(
@@ -232,6 +269,8 @@ def plan(
     *,
     flops_reduction: float | None = None,
     params_reduction: float | None = None,
+    latency_reduction: float | None = None,
+    latency_table: str | LatencyTable | None = None,
     mode: str = "calibrated",
     criterion: str = "l1",
     num_classes: int = 10,
@@ -240,11 +279,13 @@ def plan(
 ) -> Plan:
     """Per-layer rates and cost of one policy on ``model`` (a registry name or a module).
 
-    How much: ``gpr`` (percent), or a budget, ``flops_reduction`` / ``params_reduction`` (percent).
+    How much: ``gpr`` (percent), or a budget, ``flops_reduction`` / ``params_reduction`` /
+    ``latency_reduction`` (percent; latency needs ``latency_table``, which also adds the
+    predicted latency to any plan).
     """
-    amount = amount_fields(gpr, flops_reduction, params_reduction)
+    amount = amount_fields(gpr, flops_reduction, params_reduction, latency_reduction)
     policy = Policy(pd=pd, mode=mode, criterion=criterion, **amount, **policy_fields)
-    return Planner(model, num_classes=num_classes, input_size=input_size).plan(policy)
+    return Planner(model, num_classes=num_classes, input_size=input_size, latency_table=latency_table).plan(policy)
 
 
 def plan_grid(
@@ -261,3 +302,80 @@ def plan_grid(
     """FLOPs/params reductions of every GPR (or budget) × PD, the FlexiPrune trade-off table."""
     return Planner(model, num_classes=num_classes, input_size=input_size).grid(
         gprs, pds, flops_reductions=flops_reductions, params_reductions=params_reductions, **policy_fields)
+
+
+def latency_table(
+    out: str | Path,
+    model: str | None = None,
+    *,
+    config: str | Path | None = None,
+    input_size: int | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    runtime: str | None = None,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    points: int = 6,
+    address: str | None = None,
+    report: Progress | None = None,
+) -> LatencyTable:
+    """Build the latency table of a model on this machine (or, with ``address``, on the cluster node
+    carrying ``latency.target_resource``) and write it to ``out``.
+
+    From ``config``: its model, the latency section's runtime, threads, batch size and input
+    size (the data's classes and channels are read from the data); flags given override it.
+    """
+    kwargs: dict[str, Any] = {}
+    if config is not None:
+        from pdsearch.config import load_config
+        from pdsearch.data import load_data
+
+        cfg = load_config(config)
+        if model is not None:
+            raise PdsearchError("give --config or --model, not both")
+        data = load_data(cfg.data)
+        in_channels = data.in_channels if accepts_in_channels(cfg.model.name) else 3  # as the trials feed it
+        model, kwargs, num_classes = cfg.model.name, cfg.model.kwargs, data.num_classes
+        lat = cfg.latency
+        input_size = input_size or lat.input_size or cfg.data.input_size
+        runtime, threads = runtime or lat.runtime, threads or lat.threads
+        batch_size, resource = batch_size or lat.batch_sizes[0], lat.target_resource
+    else:
+        resource = None
+        if model is None or input_size is None:
+            raise PdsearchError("latency-table needs --config, or --model and --input-size")
+    runtime, batch_size = runtime or "onnxruntime", batch_size or 1
+    if runtime not in RUNTIMES:
+        raise PdsearchError(unknown("latency runtime", runtime, RUNTIMES))
+    RUNTIMES[runtime].check_installed()
+    if input_size <= 0 or batch_size <= 0 or points < 2 or (threads is not None and threads <= 0):
+        raise PdsearchError("input size, batch size and threads must be positive, points at least 2")
+    build = functools.partial(build_table, model_name=model, input_size=input_size, in_channels=in_channels,
+                              runtime=runtime, threads=threads, batch_size=batch_size, points=points)
+    net = build_model(model, num_classes=num_classes, in_channels=in_channels, **kwargs)
+    if address is not None:
+        table = _on_target(build, net, address, resource)
+    else:
+        table = build(net, report=report)
+    table.save(out)
+    return table
+
+
+def _on_target(build: Callable[..., LatencyTable], net: nn.Module, address: str, resource: str | None) -> LatencyTable:
+    """The build as a Ray task on the node that carries ``resource`` (the deployment target)."""
+    import ray
+
+    if resource is None:
+        raise PdsearchError("--address builds the table on the cluster node that carries latency.target_resource: "
+                            "set it in the config (a node started with ray start --resources '{\"NAME\": 1}')")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        if not any(resource in node["Resources"] for node in ray.nodes() if node["Alive"]):
+            raise PdsearchError(f"no node of the cluster at {address!r} carries the resource {resource!r}")
+        task = ray.remote(num_cpus=0, resources={resource: 1})(lambda: build(net))
+        return ray.get(task.remote())
+    finally:
+        if started:
+            ray.shutdown()

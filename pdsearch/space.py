@@ -1,4 +1,4 @@
-"""The search space: sampler parameters ↔ Policy ↔ a trials.csv row, in one place, and the samplers.
+"""The search space: sampler parameters ↔ Policy ↔ a trials.csv row, in one place.
 
 Parameters: ``gpr`` or ``budget`` (how much), ``pd`` or ``slope``/``curvature`` (how it is
 spread), ``criterion`` and ``seed`` where the space offers several, and each allocator's
@@ -10,34 +10,23 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import optuna
 
-from pdsearch.config import SearchConfig
 from pdsearch.errors import PdsearchError
+from pdsearch.objectives import given
 from pdsearch.policy import ALLOCATORS, PD_SHAPES, Policy
+from pdsearch.policy.allocators import allocator_for
+from pdsearch.policy.policy import MIXED_CRITERIA
 from pdsearch.ranges import Range
+from pdsearch.searching.samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from pdsearch.config import SearchConfig
 
 POLICY_COLUMNS = ["trial_id", "status", "gpr", "budget", "budget_metric", "pd", "criterion", "criteria", "slope",
-                  "curvature", "seed", "mode"]
-
-@dataclass(frozen=True)
-class Sampler:
-    build: Callable[[SearchConfig, dict[str, list]], optuna.samplers.BaseSampler]  # (config, the space's grid)
-    exhaustive: bool = False  # walks the grid: one trial per point, allocator options held at their low end
-
-
-# The registry ``search.sampler`` is validated against: adding a sampler is one line here.
-SAMPLERS: dict[str, Sampler] = {
-    "nsga2": Sampler(lambda cfg, grid: optuna.samplers.NSGAIISampler(population_size=cfg.search.population_size,
-                                                                      seed=cfg.search.seed)),
-    "tpe": Sampler(lambda cfg, grid: optuna.samplers.TPESampler(seed=cfg.search.seed, multivariate=True)),
-    "gp": Sampler(lambda cfg, grid: optuna.samplers.GPSampler(seed=cfg.search.seed)),
-    "random": Sampler(lambda cfg, grid: optuna.samplers.RandomSampler(seed=cfg.search.seed)),
-    "grid": Sampler(lambda cfg, grid: optuna.samplers.GridSampler(grid, seed=cfg.search.seed), exhaustive=True),
-}
+                  "curvature", "seed", "mode", "distill", "round_to"]
 
 
 def _distribution(r: Range) -> optuna.distributions.BaseDistribution:
@@ -63,7 +52,8 @@ class SearchSpace:
                 r = getattr(s.shape, name)
                 self.fixed[name] = _distribution(r)
                 self.grid[name] = r.values()
-        for name, values in (("criterion", s.criteria), ("seed", s.seeds)):
+        for name, values in (("criterion", s.criteria), ("seed", s.seeds), ("distill", s.distill or []),
+                             ("round_to", s.round_to)):
             if len(values) > 1:
                 self.fixed[name] = optuna.distributions.CategoricalDistribution(values)
                 self.grid[name] = list(values)
@@ -97,12 +87,17 @@ class SearchSpace:
             _suggest(trial, name, _distribution(r))
 
     def _allocator(self, params: Mapping[str, Any]) -> str:
-        pd = params.get("pd")
-        return ALLOCATORS[pd].name if pd in ALLOCATORS else self.cfg.space.mode
+        return allocator_for(params.get("pd"), self.cfg.space.mode).name
 
     def first(self) -> dict[str, Any]:
         """One valid parameter set (the preflight plans it)."""
         return {name: (d.choices[0] if hasattr(d, "choices") else d.high) for name, d in self.fixed.items()}
+
+    def distill_weight(self, params: Mapping[str, Any]) -> float:
+        """The distillation weight a trial fine-tunes with: drawn, the space's one value, or finetune.distill's."""
+        if "distill" in params:
+            return float(params["distill"])
+        return float(self.cfg.space.distill[0]) if self.cfg.space.distill else self.cfg.finetune.distill.weight
 
     def policy(self, params: Mapping[str, Any]) -> Policy:
         """The Policy a sampler's parameters describe."""
@@ -117,17 +112,19 @@ class SearchSpace:
             shape = {"pd": None, "slope": float(params["slope"]), "curvature": float(params["curvature"])}
         options = {name: float(params.get(name, r.low)) for name, r in self.options.get(self._allocator(params), {}).items()}
         return Policy(criterion=params.get("criterion", s.criteria[0]), mode=s.mode, target=s.target,
-                      max_rate=s.max_rate, round_to=s.round_to, seed=int(params.get("seed", s.seeds[0])), options=options,
+                      max_rate=s.max_rate, round_to=int(params.get("round_to", s.round_to[0])), seed=int(params.get("seed", s.seeds[0])), options=options,
                       **amount, **shape)
 
     def policy_of_row(self, row: Mapping[str, Any]) -> Policy:
         """The Policy of a trials.csv row (or a study trial's metrics)."""
         params: dict[str, Any] = {}  # a trial that raised has its sampler parameters only
-        if _given(row.get("criterion")):
+        if given(row.get("criterion")) and row["criterion"] != MIXED_CRITERIA:  # (per group: in "criteria")
             params["criterion"] = row["criterion"]
-        if _given(row.get("seed")):
+        if given(row.get("seed")):
             params["seed"] = int(row["seed"])
-        if _given(row.get("budget")):
+        if given(row.get("round_to")):
+            params["round_to"] = int(row["round_to"])
+        if given(row.get("budget")):
             params["budget"] = float(row["budget"])
         else:
             params["gpr"] = float(row["gpr"])
@@ -136,13 +133,9 @@ class SearchSpace:
         else:
             params.update(slope=float(row["slope"]), curvature=float(row["curvature"]))
         for name in self.options.get(self._allocator(params), {}):
-            if _given(row.get(name)):
+            if given(row.get(name)):
                 params[name] = float(row[name])
         return self.policy(params)
-
-
-def _given(value: Any) -> bool:
-    return value is not None and value != "" and not (isinstance(value, float) and math.isnan(value))
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: optuna.distributions.BaseDistribution) -> Any:
@@ -158,6 +151,6 @@ def policy_fields(policy: Policy, gpr: float | None = None, criteria: list[str] 
         "budget": policy.budget if policy.budget is not None else "",
         "budget_metric": policy.budget_metric if policy.budget is not None else "",
         "pd": policy.label, "slope": policy.slope, "curvature": policy.curvature,
-        "criterion": policy.criterion, "criteria": json.dumps(criteria) if criteria else "",
-        "seed": policy.seed, "mode": policy.mode, **policy.options,
+        "criterion": policy.criterion_label, "criteria": json.dumps(criteria) if criteria else "",
+        "seed": policy.seed, "mode": policy.mode, "round_to": policy.round_to, **policy.options,
     }

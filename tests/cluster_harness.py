@@ -17,20 +17,25 @@ from ray.cluster_utils import Cluster
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
-from conftest import tiny_config  # noqa: E402
-from pdsearch.searching import run_search  # noqa: E402
+from pdsearch.searching.driver import run_search  # noqa: E402
+
+from configs import tiny_config  # noqa: E402
 
 
-def kill_a_worker_mid_search(cluster: Cluster, victim, run_dir: Path, killed: dict) -> None:
-    """Once a trial has finished and others run, remove a GPU node hard; the other carries on."""
+def kill_a_worker_mid_search(cluster: Cluster, victim, heartbeats: Path, run_dir: Path, killed: dict) -> None:
+    """Once a trial has finished and another is early in its training on the victim (steps 2-10 of ~22),
+    remove that GPU node hard: the trial is lost mid-run, and must run again elsewhere."""
+    beat = heartbeats / victim.node_id
     deadline = time.time() + 240
     while time.time() < deadline:
         csv = run_dir / "trials.csv"
-        if csv.exists() and len(csv.read_text().splitlines()) >= 2:
+        finished = csv.exists() and len(csv.read_text().splitlines()) >= 2
+        training = beat.exists() and time.time() - beat.stat().st_mtime < 0.3 and 2 <= int(beat.read_text() or 0) <= 10
+        if finished and training:
             killed["node_id"] = victim.node_id
             cluster.remove_node(victim, allow_graceful=False)
             return
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -38,15 +43,17 @@ def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
+    heartbeats = run_dir.parent / "heartbeats"  # SlowNet touches heartbeats/NODE_ID while it trains
+    heartbeats.mkdir(parents=True, exist_ok=True)
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+             runtime_env={"env_vars": {"PYTHONPATH": str(TESTS), "PDSEARCH_TEST_HEARTBEATS": str(heartbeats)}})
     # Each trial asks for a GPU, so trials can only run on the two GPU worker nodes. They last
     # ~4 s (slow_net sleeps in training) so a node whose actor starts late still gets trials.
     cfg = tiny_config(search={"num_trials": 6, "population_size": 4, "max_failures": 3},
                       model={"name": "user_models:slow_net", "kwargs": {}}, resources={"cpu": 1, "gpu": 1})
     killed: dict = {}
     if mode == "kill":
-        threading.Thread(target=kill_a_worker_mid_search, args=(cluster, workers[0], run_dir, killed), daemon=True).start()
+        threading.Thread(target=kill_a_worker_mid_search, args=(cluster, workers[0], heartbeats, run_dir, killed), daemon=True).start()
     result = run_search(cfg, run_dir)
     trials = result["trials"]
     print(json.dumps({

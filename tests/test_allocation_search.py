@@ -4,11 +4,12 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
 from pdsearch.cli import main
-from pdsearch.rundir import load_run
-from pdsearch.searching import run_search
-from pdsearch.selection import select
+from pdsearch.reporting.selection import select
+from pdsearch.run.directory import load_run
+from pdsearch.searching.driver import run_search
+
+from configs import tiny_config
 
 FAST_ALLOCATORS = {"loss_aware": {"slice": 0.125, "loss_batches": 1, "retrain_steps": 4},
                    "sensitivity": {"bn_batches": 4, "eval_batches": 2}}
@@ -36,6 +37,10 @@ def test_every_trial_lands_within_a_point_of_its_budget(budget_run):
     assert all(len(json.loads(c)) == 5 for c in aware["criteria"])
     assert (aware["allocation_seconds"] > 0).all()
     assert (trials[trials["pd"] != "loss_aware"]["criteria"] == "").all()
+    # a loss-aware trial chose its criteria per group: its name and criterion column say so
+    assert set(aware["criterion"]) == {"mixed"} and set(trials[trials["pd"] != "loss_aware"]["criterion"]) == {"l1"}
+    folders = [p.name for p in (budget_run / "tune").rglob("flops*-loss_aware-*") if p.is_dir()]
+    assert folders and all("-loss_aware-mixed_" in name for name in folders)
 
 
 @pytest.mark.parametrize("pd_name", ["sensitivity", "loss_aware"])

@@ -8,13 +8,14 @@ import torch
 from pdsearch.cost import count_cost
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import plan
-from pdsearch.policy import ALLOCATORS, Policy, SensitivityProfile
-from pdsearch.policy.allocators import Allocator, register
+from pdsearch.policy import Policy, SensitivityProfile
 from pdsearch.policy.allocators.loss_aware import LossAwareSettings
 from pdsearch.pruning import analyze, prune
 
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5"]
 # residual (resnet18/50, regnet with grouped convs), depthwise (mobilenet_v2/v3, efficientnet), plain (vgg11_bn)
+
+
 ARCHITECTURES = [("resnet18", 64), ("resnet50", 64), ("mobilenet_v2", 64), ("mobilenet_v3_small", 64),
                  ("regnet_x_400mf", 64), ("efficientnet_b0", 64), ("vgg11_bn", 32)]
 
@@ -70,7 +71,7 @@ def test_policy_takes_a_gpr_or_a_budget():
     with pytest.raises(PdsearchError, match=r"budget must be a number in \(0, 100\)"):
         Policy(budget=100)
     with pytest.raises(PdsearchError, match="budget metric"):
-        Policy(budget=50, budget_metric="latency")
+        Policy(budget=50, budget_metric="energy")
     assert Policy.from_json(Policy(budget=40, pd="sensitivity", options={"blend": 0.2}).to_json()).options == {"blend": 0.2}
 
 
@@ -86,26 +87,6 @@ def test_data_driven_allocators_refuse_to_plan_without_measurements(planners):
         planners("resnet20").plan(Policy(budget=40, pd="sensitivity"))
     with pytest.raises(PdsearchError, match="trained baseline"):
         planners("resnet20").plan(Policy(budget=40, pd="loss_aware"))
-
-
-def test_a_new_allocator_is_one_class_and_one_registry_line(planners):
-    """Registered, it is a PD of its own: Policy, planning and the budget solve take it."""
-    from pdsearch.policy.budget import bisect, refine
-
-    class DeepFirst(Allocator):  # prune the deepest groups hardest: rates grow as depth squared
-        name = "deep_first"
-
-        def rates(self, policy, problem):
-            goal = problem.goal(policy)
-            _, rates = bisect(lambda t: np.clip(t * problem.positions ** 2 * 2, 0, policy.max_rate), goal, problem.space)
-            return refine(rates, goal, problem.space)
-
-    register(DeepFirst)
-    try:
-        p = planners("resnet18", 64).plan(Policy(budget=40, pd="deep_first"))
-        assert abs(p.flops["reduction_pct"] - 40) <= 0.5 and p.rates[0] < p.rates[-1]
-    finally:
-        del ALLOCATORS["deep_first"]
 
 
 def synthetic_profile(planner, fragile: int) -> SensitivityProfile:
@@ -153,35 +134,20 @@ def test_loss_aware_prunes_where_loss_rises_least_and_records_criteria(planners)
     cost = [1.0] * len(planner.groups)
     cost[5] = 100.0  # a group that must be spared
     probe = FakeProbe(cost)
-    settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], retrain_every=10, retrain_steps=1)}
+    settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], slice=0.0625, retrain_every=10, retrain_steps=1)}
     p = planner.plan(Policy(budget=50, pd="loss_aware"), settings=settings, probe=lambda s: probe)
     assert abs(p.flops["reduction_pct"] - 50) <= 0.5
     assert p.rates[5] == 0.0 and p.criteria[0] == "fpgm" and len(p.criteria) == len(planner.groups)
     assert probe.retrains >= 3 and p.allocation_seconds > 0
 
 
-def test_cosine_criterion_drops_duplicated_filters_first():
-    from pdsearch.pruning.criteria import IMPORTANCES
-
-    conv = torch.nn.Conv2d(3, 6, 3)
-    with torch.no_grad():
-        conv.weight[4] = conv.weight[1] * 2.0  # parallel to filter 1
-    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
-    model(torch.randn(1, 3, 8, 8))
-    structure = analyze(model, 8)
-    from pdsearch.pruning import full_group
-
-    score = IMPORTANCES["cosine"]()(full_group(structure, structure.groups[0]))
-    assert set(torch.argsort(score)[:2].tolist()) == {1, 4}
-
-
 @pytest.mark.parametrize("model,size", [("resnet20", 32), ("mobilenet_v2", 32), ("small_cnn", 16)])
 def test_switching_channels_off_computes_what_removing_them_does(model, size):
     """The probe's cheap stand-in for pruning gives the pruned model's outputs exactly."""
     from pdsearch.models import build_model
-    from pdsearch.probing import ChannelSwitch
     from pdsearch.pruning import lowest_channels
     from pdsearch.pruning.criteria import GroupScorer
+    from pdsearch.trial.probing import ChannelSwitch
 
     torch.manual_seed(0)
     net = build_model(model, num_classes=10)

@@ -9,12 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import ray
 import torch
 import yaml
 
-import pdsearch.searching
-from conftest import tiny_config
+import pdsearch.searching.driver
 from pdsearch.cli import main
+
+from configs import tiny_config, tiny_table
 
 
 def config(tmp_path, text: str | None = None, **sections) -> str:
@@ -63,6 +65,18 @@ def run_without_baseline(tmp_path) -> list[str]:
 
 
 FLOPS_BUDGET = {"flops_reduction": {"low": 30, "high": 70}}
+LATENCY_BUDGET = {"gpr": None, "budget": {"latency_reduction": {"low": 20, "high": 40}}}
+
+
+def search_with_table(tmp_path, table: dict | None = None, **latency) -> list[str]:
+    """A search with a latency table of the tiny model (``table``: how it was built, where it differs)."""
+    path = tiny_table(tmp_path / "table.json", **(table or {}))
+    return search(tmp_path, latency={"table": str(path), **latency}, space=LATENCY_BUDGET)
+
+
+def plan_with_table(tmp_path, *flags: str) -> list[str]:
+    path = tiny_table(tmp_path / "table.json", model="resnet20", input_size=32, in_channels=3)
+    return ["plan", "--model", "resnet20", "--input-size", "32", "--latency-table", str(path), *flags]
 
 CASES = {
     # the YAML itself
@@ -85,12 +99,18 @@ CASES = {
     "unknown PD": (lambda t: search(t, space={"pd": [1, 7]}), "unknown pruning distribution"),
     "unknown criterion": (lambda t: search(t, space={"criteria": ["l1", "magic"]}), "unknown criterion 'magic'"),
     "unknown sampler": (lambda t: search(t, search={"sampler": "annealing"}), "search.sampler: unknown sampler 'annealing'"),
+    "unknown scheduler": (lambda t: search(t, search={"scheduler": "hyperband"}),
+                          "search.scheduler: unknown scheduler 'hyperband'"),
+    "plugin that cannot be imported": (lambda t: search(t, plugins=["no_such_plugin"]),
+                                       "plugins: cannot import 'no_such_plugin'"),
     "unknown objective": (lambda t: search(t, search={"objectives": ["accuracy", "speed"]}),
                           "search.objectives: unknown objective 'speed'"),
     "energy without a GPU": (lambda t: search(t, search={"objectives": ["accuracy", "energy"]}),
                              "energy is measured on the GPU (NVML), but trials get none"),
     "unknown dataset": (lambda t: search(t, data={"dataset": "mnist"}), "data.dataset: unknown dataset 'mnist'"),
     "unknown model": (lambda t: search(t, model={"name": "resnet999", "kwargs": {}}), "unknown model 'resnet999'"),
+    "unknown timm model": (lambda t: search(t, model={"name": "timm/resnt26d", "kwargs": {}}),
+                           "unknown timm model 'resnt26d' (did you mean resnet26d"),
     "unknown criterion in the pool": (lambda t: search(t, space={"pd": ["loss_aware"], "criteria_pool": ["l1", "magic"]}),
                                       "space.criteria_pool: unknown criterion 'magic'"),
     "unknown allocator setting": (lambda t: search(t, space={"pd": ["sensitivity"], "allocators": {"sensitivity": {"speed": 1}}}),
@@ -99,7 +119,7 @@ CASES = {
     "budget together with gpr": (lambda t: search(t, space={"budget": FLOPS_BUDGET}), "set either space.gpr or space.budget"),
     "budget outside (0, 100)": (lambda t: search(t, space={"gpr": None, "budget": {"params_reduction": {"low": 0, "high": 50}}}),
                                 "a budget must lie in (0, 100)"),
-    "budget naming no metric": (lambda t: search(t, space={"gpr": None, "budget": {}}), "give flops_reduction or params_reduction"),
+    "budget naming no metric": (lambda t: search(t, space={"gpr": None, "budget": {}}), "give flops_reduction, params_reduction or latency_reduction"),
     "unreachable budget": (lambda t: search(t, space={"gpr": None, "budget": {"flops_reduction": {"low": 90, "high": 99.9}}}),
                            "the most this model allows is"),
     "loss_aware with an empty pool": (lambda t: search(t, space={"pd": ["loss_aware"], "criteria_pool": []}),
@@ -109,6 +129,16 @@ CASES = {
                                      "not both"),
     "plan of a data-driven PD": (lambda t: ["plan", "--model", "resnet20", "--flops-reduction", "50", "--pd", "loss_aware"],
                                  "measured on trained weights and data"),
+    # distillation
+    "distillation weight above 1": (lambda t: search(t, finetune={"distill": {"weight": 1.5}}),
+                                    "finetune.distill.weight: Input should be less than or equal to 1"),
+    "non-positive distillation temperature": (lambda t: search(t, finetune={"distill": {"weight": 0.5, "temperature": 0}}),
+                                              "finetune.distill.temperature: Input should be greater than 0"),
+    "searched distillation weight outside [0, 1]": (lambda t: search(t, space={"distill": [0, 2]}),
+                                                    "space.distill: distillation weights lie in [0, 1]"),
+    "distillation from a missing checkpoint": (
+        lambda t: search(t, baseline={"checkpoint": str(t / "gone.pt")}, finetune={"distill": {"weight": 0.5}}),
+        "finetune.distill distils from the baseline, and baseline.checkpoint"),
     # impossible requests
     "impossible constraint": (lambda t: search(t, search={"constraints": {"min_flops_reduction": 120}}),
                               "search.constraints.min_flops_reduction"),
@@ -117,6 +147,46 @@ CASES = {
     "rate reaching 100% in FlexiPrune mode": (
         lambda t: search(t, model={"name": "vgg16", "kwargs": {}}, data={"input_size": 32},
                          space={"mode": "flexiprune", "gpr": {"values": [90]}, "pd": [3]}), "use a GPR below"),
+    # latency on the target
+    "unknown latency runtime": (lambda t: search(t, latency={"runtime": "tensorrt"}),
+                                "latency.runtime: unknown latency runtime 'tensorrt'"),
+    "unknown tracker": (lambda t: search(t, search={"trackers": ["mlfow"]}),
+                        "search.trackers: unknown tracker 'mlfow' (did you mean mlflow?)"),
+    "tracker not installed": (lambda t: search(t, plugins=["registry_plugin"], search={"trackers": ["neptune"]}),
+                              'search.trackers: neptune needs neptune, which is not installed: pip install -e ".[neptune]"'),
+    "latency runtime not installed": (lambda t: search(t, plugins=["registry_plugin"], latency={"runtime": "edge_npu"}),
+                                      "needs edge_npu_sdk, which is not installed"),
+    "latency source table without a table": (lambda t: search(t, latency={"source": "table"}),
+                                             "source 'table' needs a table"),
+    "latency budget without a table": (lambda t: search(t, space=LATENCY_BUDGET),
+                                       "space.budget.latency_reduction is met on a latency table's prediction"),
+    "plan of a latency budget without a table": (
+        lambda t: ["plan", "--model", "resnet20", "--latency-reduction", "30"], "latency budget is predicted from"),
+    "missing latency table": (lambda t: search(t, latency={"table": str(t / "gone.json")}, space=LATENCY_BUDGET),
+                              "gone.json' does not exist"),
+    "latency table of another model": (lambda t: search_with_table(t, {"model": "resnet20", "in_channels": 1}),
+                                       "does not fit this model: layer"),
+    "latency table at another input size": (lambda t: search_with_table(t, {"input_size": 16}),
+                                            "was built for input_size 16, this search's is 8"),
+    "latency table of another runtime": (lambda t: search_with_table(t, runtime="onnxruntime"),
+                                         "was built for runtime 'torch', this search's is 'onnxruntime'"),
+    "latency table of another thread count": (lambda t: search_with_table(t, threads=2),
+                                              "was built for threads None, this search's is 2"),
+    "unreachable latency budget": (lambda t: plan_with_table(t, "--latency-reduction", "99"),
+                                   "the most this model allows is"),
+    "a model ONNX cannot export": (lambda t: ["latency-table", "--model", "user_models:spectral_net", "--input-size",
+                                              "8", "--out", str(t / "t.json")],
+                                   "ONNX cannot export this model (operator aten::fft_fft2)"),
+    "export to an unknown format": (lambda t: ["select", *run_without_baseline(t)[1:], "--export", str(t / "m.tflite")],
+                                    "the format follows the suffix, one of .pt2, .onnx"),
+    "round_to of zero": (lambda t: search(t, space={"round_to": [8, 0]}), "space.round_to: give a channel multiple"),
+    # the study database
+    "study database refusing connections": (
+        lambda t: search(t, search={"storage": "postgresql+psycopg2://ann:s3cret@127.0.0.1:1/studies"}),
+        "cannot open the study database postgresql+psycopg2://ann:***@127.0.0.1:1/studies: "),
+    "study database URL of no known kind": (lambda t: search(t, search={"storage": "nosuchdb://host/studies"}),
+                                            "cannot open the study database nosuchdb://host/studies"),
+    "non-positive storage timeout": (lambda t: search(t, search={"storage_timeout": 0}), "search.storage_timeout"),
     # files and folders
     "missing data directory": (lambda t: search(t, data={"dataset": "imagefolder", "root": str(t / "nowhere")}),
                                "image folder not found"),
@@ -127,6 +197,8 @@ CASES = {
     "checkpoint that needs unpickling": (checkpoint_that_runs_code, "needs full unpickling, which runs code"),
     "unprunable model": (lambda t: search(t, model={"name": "shufflenet_v2_x0_5", "kwargs": {}}, data={"input_size": 32}),
                          "cannot be pruned structurally"),
+    "model that breaks once pruned": (lambda t: search(t, model={"name": "timm/ghostnet_050", "kwargs": {}},
+                                                       data={"input_size": 32}), "pruned model fails to run"),
     "unwritable run directory": (unwritable_run_dir, "is not writable"),
     # verbs on something that is not a run
     "resume of a non-run": (lambda t: ["resume", str(t)], "not a pdsearch run directory"),
@@ -144,18 +216,29 @@ def ray_tripwire(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("Ray was started although the error could be found before")
 
-    monkeypatch.setattr(pdsearch.searching, "connect", started)
+    monkeypatch.setattr(pdsearch.searching.driver, "connect", started)
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr("pdsearch.reporting.dashboard.make_server", started)  # the dashboard's server
+
+
+def tree(*folders) -> dict[str, int]:
+    """Every file and folder below ``folders``, with its size: what a command may not change."""
+    return {str(p): (p.stat().st_size if p.is_file() else -1) for folder in folders for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_exit_2_before_ray(case, tmp_path, capsys, ray_tripwire):
+def test_bad_input_is_one_line_exit_2_before_ray(case, tmp_path, capsys, ray_tripwire, monkeypatch):
     make_argv, message = CASES[case]
-    code = main(make_argv(tmp_path))
+    argv = make_argv(tmp_path)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where a default run directory (runs/NAME) would be written
+    before = tree(tmp_path)
+    code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, (case, err)
     assert len(err.strip().splitlines()) == 1 and message in err, err
-    assert "Traceback" not in err + out
-    assert not (tmp_path / "run").exists()  # nothing written, nothing to clean up
+    assert out == "" and "Traceback" not in err and "s3cret" not in err
+    assert tree(tmp_path) == before  # nothing written, nothing to clean up
 
 
 def test_unreachable_address_is_one_line_exit_2(tmp_path):
@@ -166,3 +249,19 @@ def test_unreachable_address_is_one_line_exit_2(tmp_path):
     err = out.stderr.strip().splitlines()
     assert len(err) == 1 and "cannot connect to Ray at '127.0.0.1:1'" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_address_auto_with_no_cluster_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, ray_tripwire,
+                                                                          monkeypatch):
+    """'auto' finds a running Ray by its processes and address file; on a machine with neither, nothing is written."""
+    import ray._private.services as services
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])  # no Ray process on this machine
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)  # no ray start either
+    argv = [*search(tmp_path), "--address", "auto"]
+    before = tree(tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and "no Ray cluster runs on this machine" in err and out == ""
+    assert tree(tmp_path) == before

@@ -18,7 +18,7 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from conftest import tiny_config
+from configs import tiny_config
 
 ROOT = Path(__file__).parent.parent
 TESTS = Path(__file__).parent

@@ -1,9 +1,7 @@
 """Configuration: overrides, the baseline key, the shipped spaces (bad input: test_bad_input.py)."""
 import pytest
 
-from conftest import tiny_config
 from pdsearch.config import load_config
-from pdsearch.errors import PdsearchError
 
 GOOD = """
 name: t
@@ -49,18 +47,3 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     for space in ({"gpr": {"values": [20, 30, 50]}}, {"pd": None, "shape": {"slope": {"low": -0.5, "high": 0.5}}}):
         cfg = load_config(path, {"space": {**space}})
         assert SearchConfig.model_validate(yaml.safe_load(cfg.to_yaml())) == cfg
-
-
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-def test_a_sampler_and_a_dataset_are_one_registry_line_each(monkeypatch):
-    import optuna
-
-    from pdsearch import data, space
-
-    monkeypatch.setitem(space.SAMPLERS, "qmc", space.Sampler(lambda cfg, grid: optuna.samplers.QMCSampler(seed=0)))
-    assert isinstance(space.SearchSpace(tiny_config(search={"sampler": "qmc"})).sampler(), optuna.samplers.QMCSampler)
-    monkeypatch.setitem(data.DATASETS, "digits_again", data.Dataset(data.DATASETS["digits"].load, needs_root=False))
-    bundle = data.load_data(tiny_config(data={"dataset": "digits_again"}).data)
-    assert bundle.num_classes == 10 and bundle.in_channels == 1
-    with pytest.raises(PdsearchError, match="unknown sampler 'anneal': use one of nsga2, tpe, gp, random, grid, qmc"):
-        tiny_config(search={"sampler": "anneal"})

@@ -11,8 +11,9 @@ import optuna
 import pandas as pd
 import pytest
 
-from conftest import tiny_config
 from pdsearch.cli import main
+
+from configs import tiny_config
 
 TESTS = Path(__file__).parent
 
@@ -83,9 +84,10 @@ def test_resume_before_any_tune_state_is_a_clear_error(tmp_path, capsys):
     assert "no Ray Tune state to resume" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(ray_session, tmp_path):
     """user_models:raising_net raises in forward once pruned below 6 channels: a bug, not divergence."""
-    from pdsearch.searching import run_search
+    from pdsearch.searching.driver import run_search
 
     cfg = tiny_config(
         model={"name": "user_models:raising_net", "kwargs": {}},

@@ -2,7 +2,7 @@
 import pytest
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy import Policy, TABLES
+from pdsearch.policy import TABLES, Policy
 
 # The tables as printed in FlexiPrune's publication (percent, conv layers in order),
 # transcribed independently of pdsearch/policy/flexiprune.py.

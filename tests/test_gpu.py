@@ -2,15 +2,15 @@
 import pytest
 import torch
 
-from conftest import tiny_config
+from configs import tiny_config
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 CUDA = torch.device("cuda")
 
 
 def test_a_trial_with_screening_runs_on_cuda():
-    from pdsearch import baseline as baseline_mod
-    from pdsearch.trial import run_trial
+    from pdsearch.trial import baseline as baseline_mod
+    from pdsearch.trial.trial import run_trial
 
     cfg = tiny_config(finetune={"epochs": 2, "lr": 0.02})
     baseline = baseline_mod.build_baseline(cfg, CUDA)
@@ -21,8 +21,8 @@ def test_a_trial_with_screening_runs_on_cuda():
 
 
 def test_a_search_and_its_export_on_cuda(ray_session, tmp_path):
-    from pdsearch.searching import run_search
-    from pdsearch.selection import select
+    from pdsearch.reporting.selection import select
+    from pdsearch.searching.driver import run_search
 
     cfg = tiny_config(resources={"cpu": 1, "gpu": 0.5}, search={"num_trials": 4, "population_size": 4})
     result = run_search(cfg, tmp_path)

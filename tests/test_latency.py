@@ -10,6 +10,7 @@ from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
 
 
+@pytest.mark.slow  # wall-clock timing on a loaded CPU: with the slow tests, not in the default run
 def test_a_policy_removing_70_percent_of_flops_runs_faster_than_its_baseline():
     planner = Planner("vgg16_bn", num_classes=10, input_size=64)
     plan = planner.plan(Policy(budget=70, pd="PD1"))
@@ -31,11 +32,12 @@ def test_latency_is_measured_in_eval_mode_and_restores_the_mode():
 
 @pytest.mark.slow
 def test_a_search_on_latency_measures_it_and_builds_its_front_on_it(ray_session, tmp_path):
-    from conftest import tiny_config
-    from pdsearch.reporting import report
-    from pdsearch.rundir import load_run
-    from pdsearch.searching import run_search
-    from pdsearch.selection import select
+    from pdsearch.reporting.document import report
+    from pdsearch.reporting.selection import select
+    from pdsearch.run.directory import load_run
+    from pdsearch.searching.driver import run_search
+
+    from configs import tiny_config
 
     cfg = tiny_config(search={"objectives": ["accuracy", "latency"], "num_trials": 6, "population_size": 4},
                       latency={"warmup": 2, "runs": 5})

@@ -126,3 +126,18 @@ def test_channel_rounding_keeps_at_least_one(planners):
 def test_group_depth_positions_span_zero_to_one(planners):
     positions = np.array([g.position for g in planners("resnet50", 64).groups])
     assert positions[0] == 0.0 and positions[-1] == 1.0 and np.all(np.diff(positions) >= 0)
+
+
+def test_cosine_criterion_drops_duplicated_filters_first():
+    from pdsearch.pruning.criteria import importance
+
+    conv = torch.nn.Conv2d(3, 6, 3)
+    with torch.no_grad():
+        conv.weight[4] = conv.weight[1] * 2.0  # parallel to filter 1
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.Conv2d(6, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    structure = analyze(model, 8)
+    from pdsearch.pruning import full_group
+
+    score = importance("cosine")(full_group(structure, structure.groups[0]))
+    assert set(torch.argsort(score)[:2].tolist()) == {1, 4}

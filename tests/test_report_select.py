@@ -15,8 +15,9 @@ import pdsearch
 from pdsearch.cli import main
 from pdsearch.config import Constraints
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
-from pdsearch.rundir import hypervolume, load_run, pareto_front
-from pdsearch.selection import pick
+from pdsearch.reporting.selection import pick
+from pdsearch.run.directory import load_run
+from pdsearch.run.front import hypervolume, pareto_front
 
 
 @pytest.fixture
@@ -183,7 +184,7 @@ def test_exported_model_loads_in_a_fresh_process_with_policy_json_figures(nsga_r
     record = json.loads((run_copy / "policy.json").read_text())
     assert record["export"]["path"] == str(path) and "rerun" in record["export"]["source"]
 
-    from pdsearch.baseline import model_and_data
+    from pdsearch.trial.baseline import model_and_data
 
     _, data = model_and_data(cfg)
     torch.save((data.test.x, data.test.y), tmp_path / "test.pt")
@@ -209,3 +210,25 @@ def test_export_with_a_longer_final_finetune(run_copy, tmp_path):
     assert json.loads(extra["policy.json"])["trial_id"] == chosen.record["trial_id"]  # travels with the model
     assert program.module()(torch.zeros(5, *export["input"]["shape"])).shape == (5, 10)
     assert np.isfinite(export["val_accuracy"])
+    # the export's record sits beside it; a later selection rewrites policy.json, never that record
+    beside = json.loads((tmp_path / "long.pt2.json").read_text())
+    assert beside == json.loads(extra["policy.json"]) and beside["export"]["path"] == str(tmp_path / "long.pt2")
+    other = pdsearch.select(run_copy, prefer="flops")
+    assert json.loads((run_copy / "policy.json").read_text())["trial_id"] == other.record["trial_id"]
+    assert json.loads((tmp_path / "long.pt2.json").read_text()) == beside
+
+
+def test_the_summary_counts_by_status_in_the_progress_words_and_lists_only_files_that_exist(nsga_run, capsys):
+    from pdsearch.cli import _print_front
+
+    _, run_dir, result = nsga_run
+    trials = result["trials"].copy()
+    trials.loc[trials.index[:2], "status"] = "stopped"
+    _print_front({**result, "trials": trials, "pareto": result["pareto"].iloc[0:0]})
+    out = capsys.readouterr().out
+    n = len(trials)
+    assert f"trials: {n} ({n - 2} ok, 2 stopped, 0 failed, 0 infeasible)" in out
+    assert "Pareto front: empty" in out and f"next: pdsearch report {run_dir}" in out  # said even when empty
+    listed = out.split(f"written to {run_dir}: ")[1].splitlines()[0].split(", ")
+    assert listed and all((run_dir / name.rstrip("/")).exists() for name in listed)
+    assert "study.db" in listed and "trials.csv" in listed

@@ -10,19 +10,19 @@ import sys
 import optuna
 import pandas as pd
 import pytest
+from test_faults import pdsearch_process, rows, search_in_progress
 
-import pdsearch.searching
-from conftest import tiny_config
+import pdsearch.searching.driver
 from pdsearch.cli import main
 from pdsearch.errors import PdsearchError
-from pdsearch.locking import LOCK_FILE, run_lock
-from pdsearch.rundir import load_run
-from test_faults import pdsearch_process, rows, search_in_progress
-from test_trial import make_searcher
+from pdsearch.run.directory import load_run
+from pdsearch.run.lock import LOCK_FILE, run_lock
+
+from configs import tiny_config
 
 
 def test_a_second_driver_is_refused_with_the_holder_named(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pdsearch.searching, "connect", lambda *a: pytest.fail("Ray started by the second driver"))
+    monkeypatch.setattr(pdsearch.searching.driver, "connect", lambda *a: pytest.fail("Ray started by the second driver"))
     config, run = tmp_path / "search.yaml", tmp_path / "run"
     config.write_text(tiny_config().to_yaml())
     with run_lock(run, "pdsearch search"):
@@ -36,7 +36,7 @@ def test_a_second_driver_is_refused_with_the_holder_named(tmp_path, capsys, monk
 
 def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     run = tmp_path / "run"
-    code = f"from pdsearch.locking import run_lock\nwith run_lock({str(run)!r}, 'holder'):\n    print('held', flush=True)\n    input()"
+    code = f"from pdsearch.run.lock import run_lock\nwith run_lock({str(run)!r}, 'holder'):\n    print('held', flush=True)\n    input()"
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(PdsearchError, match=f"in use by holder .*pid {holder.pid}"):
@@ -46,34 +46,6 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
     holder.wait()
     with run_lock(run, "resume after SIGKILL"):  # the kernel released the dead process's lock
         assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
-
-
-def test_unbuildable_policies_are_told_infeasible_and_recorded_never_run(tmp_path):
-    # GPR 85 with slopes of 2-3 cannot match homogeneous pruning under a 90% cap; GPR 10 can
-    cfg = tiny_config(space={"pd": None, "gpr": {"values": [10, 85]},
-                             "shape": {"slope": {"low": 2.0, "high": 3.0}, "curvature": {"low": 0.0, "high": 0.0}}})
-    searcher = make_searcher(cfg, tmp_path)
-    suggested = [searcher.suggest(f"t{i}") for i in range(4)]
-    assert all(p["gpr"] == 10 for p in suggested)  # only buildable policies reach Tune
-    table = pd.read_csv(tmp_path / "trials.csv")
-    assert len(table) >= 1 and set(table["status"]) == {"infeasible"} and (table["gpr"] == 85).all()
-    assert table["failure_reason"].str.contains("cannot match").all()
-    told = [t for t in searcher._ot_study.trials if "infeasible" in t.user_attrs]
-    assert len(told) == len(table)
-    assert all(t.state == optuna.trial.TrialState.COMPLETE and t.constraints == {"buildable": 100.0} for t in told)
-
-
-def test_a_policy_error_in_a_trial_is_a_failed_trial_not_a_retry(monkeypatch):
-    from pdsearch import baseline as baseline_mod
-    from pdsearch.trial import run_trial
-
-    def impossible(*args, **kwargs):
-        raise PdsearchError("budget FLOPs reduction 99% is unreachable")
-
-    monkeypatch.setattr("pdsearch.trial.allocate", impossible)
-    cfg = tiny_config()
-    m = run_trial({"gpr": 30.0, "pd": "PD1"}, cfg, baseline_mod.build_baseline(cfg), __import__("torch").device("cpu"))
-    assert m["status"] == "failed" and "unreachable" in m["failure_reason"]
 
 
 def test_a_short_trials_csv_gives_way_to_the_study(nsga_run, tmp_path, capsys):
@@ -91,7 +63,6 @@ def test_a_short_trials_csv_gives_way_to_the_study(nsga_run, tmp_path, capsys):
 
 
 def test_a_trial_asked_for_by_a_driver_that_died_before_its_policy_is_not_a_row(nsga_run, tmp_path):
-    import optuna
 
     cfg, run_dir, _ = nsga_run
     copy = shutil.copytree(run_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("tune"))
@@ -141,3 +112,59 @@ def test_sigterm_stops_gracefully_with_exit_143(tmp_path):
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 143, output[-3000:]
     assert output.strip().splitlines()[-1].endswith(f"continue with: pdsearch resume {run}")
+
+
+def test_a_run_written_before_the_layout_moved_is_read_and_its_resume_refused_in_one_line(
+        nsga_run, tmp_path, capsys, monkeypatch):
+    """Ray Tune's pickled state names pdsearch's module paths: one of the earlier layout cannot be restored."""
+    import pickle
+    import types
+
+    _, run_dir, _ = nsga_run
+    old = shutil.copytree(run_dir, tmp_path / "old")
+    experiment = next((old / "tune").iterdir())
+    module = types.ModuleType("pdsearch.searcher")  # where the searcher lived before the move
+
+    class PolicySearcher:
+        pass
+
+    PolicySearcher.__module__, PolicySearcher.__qualname__ = module.__name__, "PolicySearcher"
+    module.PolicySearcher = PolicySearcher
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    (experiment / "searcher-state-2026-01-01_00-00-00.pkl").write_bytes(pickle.dumps(PolicySearcher()))
+    monkeypatch.delitem(sys.modules, module.__name__)
+    monkeypatch.setattr(pdsearch.searching.driver, "connect", lambda *a: pytest.fail("Ray started for a stale state"))
+    before = sorted(p.name for p in old.iterdir())
+    assert main(["resume", str(old)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "written by an earlier pdsearch" in err[0] and "pdsearch.searcher" in err[0]
+    assert "another --run-dir" in err[0]
+    assert sorted(p.name for p in old.iterdir()) == before
+    assert main(["report", str(old)]) == 0 and main(["select", str(old)]) == 0  # its results still read
+
+
+@pytest.mark.slow
+def test_a_second_driver_gets_the_lock_message_from_the_first_second(tmp_path, capsys):
+    """The lock comes before the preflight and the baseline: resume and select --export are refused at once."""
+    cfg = tiny_config(baseline={"epochs": 40})  # a baseline that takes a while: no trial has run yet
+    held = lambda run: (run / LOCK_FILE).is_file() and bool((run / LOCK_FILE).read_text().strip())  # noqa: E731
+    driver, run = search_in_progress(tmp_path, cfg, held)
+    try:
+        assert not (run / "trials.csv").exists() and not (run / "config.yaml").exists()  # still starting
+        assert main(["resume", str(run)]) == 2
+        assert main(["select", str(run), "--export", str(tmp_path / "m.pt2")]) == 2
+    finally:
+        driver.send_signal(signal.SIGINT)
+        driver.communicate(timeout=120)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("is in use by pdsearch search (host" in line for line in err), err
+    assert not (tmp_path / "m.pt2").exists() and not (run / "policy.json").exists()
+
+
+def test_a_second_search_into_a_run_directory_names_resume_and_a_new_run_dir(nsga_run, capsys):
+    _, run_dir, _ = nsga_run
+    config = run_dir.parent / "again.yaml"
+    config.write_text(tiny_config().to_yaml())
+    assert main(["search", str(config), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"continue it with pdsearch resume {run_dir}" in err and "new --run-dir" in err

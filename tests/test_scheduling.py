@@ -4,10 +4,10 @@ import pytest
 import torch
 from ray.tune.schedulers import TrialScheduler
 
-from conftest import tiny_config
-from pdsearch import baseline as baseline_mod
-from pdsearch.scheduling import MultiObjectiveASHA, continues, ranking, rungs
-from pdsearch.trial import run_trial
+from pdsearch.searching.mo_asha import MultiObjectiveASHA, continues, ranking, rungs
+from pdsearch.trial.trial import run_trial
+
+from configs import tiny_config
 
 
 def rec(acc, flops, violation=0.0):
@@ -48,7 +48,7 @@ class Trial:
         self.trial_id = trial_id
 
 
-def result(epoch, acc, flops, drop=1.0, status="stopped"):
+def result(epoch, acc, flops, drop=1.0, status="running"):
     return {"epoch": epoch, "accuracy": acc, "flops": flops, "params": 10.0, "acc_drop": drop, "status": status}
 
 
@@ -72,17 +72,12 @@ def test_at_a_rung_only_cost_constraints_count():
     assert c.violations(immature, fixed_only=True) == {"flops_reduction": -10.0}
 
 
-@pytest.fixture(scope="module")
-def baseline():
-    return baseline_mod.build_baseline(tiny_config(), torch.device("cpu"))
-
-
 def test_a_never_stopped_trial_gives_what_fifo_gives(baseline):
     cfg = tiny_config(finetune={"epochs": 3, "lr": 0.02})
     seen = []
     reported = run_trial({"gpr": 40.0, "pd": "PD2"}, cfg, baseline, torch.device("cpu"), report=seen.append)
     plain = run_trial({"gpr": 40.0, "pd": "PD2"}, cfg, baseline, torch.device("cpu"))
-    assert [r["epoch"] for r in seen] == [0, 1, 2, 3] and all(r["status"] == "stopped" for r in seen)
+    assert [r["epoch"] for r in seen] == [0, 1, 2, 3] and all(r["status"] == "running" for r in seen)
     assert seen[0]["accuracy"] == reported["accuracy_before_finetune"] and seen[-1]["accuracy"] == reported["accuracy"]
     assert all(r["flops"] == plain["flops"] for r in seen)  # the cost is known from the start
     for key in ("accuracy", "test_accuracy", "accuracy_before_finetune", "flops", "params"):
@@ -105,8 +100,8 @@ MO_ASHA = {"scheduler": "mo_asha", "fidelity": {"min_epochs": 0, "eta": 2}, "num
 def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, tmp_path):
     import optuna
 
-    from pdsearch.rundir import load_run
-    from pdsearch.searching import run_search
+    from pdsearch.run.directory import load_run
+    from pdsearch.searching.driver import run_search
 
     cfg = tiny_config(finetune={"epochs": 4, "lr": 0.02}, search=MO_ASHA)
     result = run_search(cfg, tmp_path)
@@ -120,7 +115,7 @@ def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, t
     pruned = {t.user_attrs["tune_trial_id"] for t in study.trials if t.state == optuna.trial.TrialState.PRUNED
               and "repeat_of" not in t.user_attrs}
     assert pruned == set(stopped["trial_id"])
-    from pdsearch.reporting import report
+    from pdsearch.reporting.document import report
 
     rep = report(tmp_path)  # the screening correlation needs 3 completed trials; how many complete is the scheduler's call
     assert ("screening.png" in rep.plots) == ("Spearman" in rep.markdown.read_text()) == (len(done) >= 3)
@@ -132,7 +127,6 @@ def test_resume_keeps_stopped_trials_stopped_and_completes_the_rest(tmp_path):
     import signal
 
     import pandas as pd
-
     from test_faults import pdsearch_process, search_in_progress
 
     cfg = tiny_config(finetune={"epochs": 4, "lr": 0.02}, search={**MO_ASHA, "num_trials": 16})

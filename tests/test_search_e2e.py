@@ -5,9 +5,10 @@ import numpy as np
 import optuna
 import pandas as pd
 
-import pdsearch.searching as search_mod
-from conftest import tiny_config
+import pdsearch.searching.driver as search_mod
 from pdsearch.cli import main
+
+from configs import tiny_config
 
 OBJECTIVES = {"accuracy": -1, "flops": 1, "params": 1}  # sign: minimise sign*value
 

@@ -1,23 +1,15 @@
 """Trials and the searcher: metrics, failures recorded as failed, never NaN to Optuna."""
 import math
 
-import optuna
 import pytest
 import torch
 
-from conftest import tiny_config
-from pdsearch import baseline as baseline_mod
 from pdsearch.errors import PdsearchError
-from pdsearch.searcher import PolicySearcher
-from pdsearch.space import SearchSpace
-from pdsearch.trial import run_trial
+from pdsearch.trial.trial import run_trial
+
+from configs import tiny_config
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def baseline():
-    return baseline_mod.build_baseline(tiny_config(), CPU)
 
 
 def test_trial_metrics(baseline):
@@ -51,7 +43,7 @@ def test_out_of_memory_is_failed(baseline, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr("pdsearch.trial.train", boom)
+    monkeypatch.setattr("pdsearch.trial.trial.train", boom)
     m = run_trial({"gpr": 30.0, "pd": "PD1"}, tiny_config(), baseline, CPU)
     assert m["status"] == "failed" and m["failure_reason"] == "out of memory"
 
@@ -60,78 +52,18 @@ def test_other_errors_propagate(baseline, monkeypatch):
     def bug(*args, **kwargs):
         raise ValueError("a bug")
 
-    monkeypatch.setattr("pdsearch.trial.train", bug)
+    monkeypatch.setattr("pdsearch.trial.trial.train", bug)
     with pytest.raises(ValueError):
         run_trial({"gpr": 30.0, "pd": "PD1"}, tiny_config(), baseline, CPU)
 
 
-TINY_MODEL = {"name": "small_cnn", "input_size": 8, "in_channels": 1, "num_classes": 10, "flops": 1e5, "params": 1e4}
+def test_a_policy_error_in_a_trial_is_a_failed_trial_not_a_retry(monkeypatch, baseline):
+    from pdsearch.trial.trial import run_trial
 
+    def impossible(*args, **kwargs):
+        raise PdsearchError("budget FLOPs reduction 99% is unreachable")
 
-def make_searcher(cfg, run_dir):
-    return PolicySearcher(space=SearchSpace(cfg), metric=["accuracy", "flops", "params"], mode=["max", "min", "min"],
-                          sampler=optuna.samplers.RandomSampler(seed=0), cfg=cfg, model_info=TINY_MODEL,
-                          run_dir=run_dir)
-
-
-def result(status="ok", acc=95.0, drop=1.0, red=50.0):
-    return {"status": status, "accuracy": acc, "flops": 100.0, "params": 10.0, "acc_drop": drop,
-            "flops_reduction_pct": red, "params_reduction_pct": red, "failure_reason": "" if status == "ok" else "diverged: nan"}
-
-
-def test_searcher_tells_failures_as_fail_and_sets_constraints(tmp_path):
-    cfg = tiny_config(search={"constraints": {"max_acc_drop": 2.0, "min_flops_reduction": 40}})
-    searcher = make_searcher(cfg, tmp_path)
-    for tid in ("a", "b", "c", "d"):
-        searcher.suggest(tid)
-    searcher.on_trial_complete("a", result())
-    searcher.on_trial_complete("b", result(status="failed", acc=0.0))
-    searcher.on_trial_complete("c", {**result(), "accuracy": float("nan")})
-    searcher.on_trial_complete("d", result(drop=5.0))
-    trials = {t.user_attrs["tune_trial_id"]: t for t in searcher._ot_study.trials if "tune_trial_id" in t.user_attrs}
-    states = {k: t.state for k, t in trials.items()}
-    assert states == {"a": optuna.trial.TrialState.COMPLETE, "b": optuna.trial.TrialState.FAIL,
-                      "c": optuna.trial.TrialState.FAIL, "d": optuna.trial.TrialState.COMPLETE}
-    assert trials["b"].user_attrs["failure_reason"] == "diverged: nan"
-    assert trials["a"].constraints == {"acc_drop": -1.0, "flops_reduction": -10.0}
-    assert [t.user_attrs["tune_trial_id"] for t in searcher._ot_study.best_trials] == ["a"]  # d is infeasible
-
-
-def test_searcher_does_not_rerun_a_policy(tmp_path):
-    cfg = tiny_config(space={"gpr": {"values": [20]}, "pd": [1, 2]})
-    searcher = make_searcher(cfg, tmp_path)
-    first = searcher.suggest("t1")
-    searcher.on_trial_complete("t1", result())
-    second = searcher.suggest("t2")
-    assert second != first  # only two policies exist: a repeat of the first is redrawn
-    searcher.on_trial_complete("t2", result(acc=90.0))
-    searcher.suggest("t3")  # space exhausted: repeats are told their known results, then accepted
-    repeats = [t for t in searcher._ot_study.trials if "repeat_of" in t.user_attrs]
-    assert repeats and all(t.values in ([95.0, 100.0, 10.0], [90.0, 100.0, 10.0]) for t in repeats)
-
-
-def test_baseline_cache_and_checkpoints(tmp_path, baseline):
+    monkeypatch.setattr("pdsearch.trial.trial.allocate", impossible)
     cfg = tiny_config()
-    assert baseline_mod.cached_baseline(cfg, tmp_path) is None
-    baseline_mod.save_baseline(baseline, tmp_path)
-    cached = baseline_mod.cached_baseline(cfg, tmp_path)
-    assert cached["val_accuracy"] == baseline["val_accuracy"] and (tmp_path / "baseline" / "baseline.json").is_file()
-    assert baseline_mod.cached_baseline(tiny_config(baseline={"epochs": 7}), tmp_path) is None  # other key
-    # a checkpoint is loaded as the baseline, and reproduces its accuracy
-    ckpt = tmp_path / "model.pt"
-    torch.save({"state_dict": baseline["state_dict"]}, ckpt)
-    loaded = baseline_mod.build_baseline(tiny_config(baseline={"checkpoint": str(ckpt)}), CPU)
-    assert loaded["val_accuracy"] == pytest.approx(baseline["val_accuracy"])
-    # a checkpoint of another architecture is a clear error
-    other = tmp_path / "other.pt"
-    torch.save(torch.nn.Linear(3, 3).state_dict(), other)
-    with pytest.raises(PdsearchError, match="does not fit model SmallCNN"):
-        baseline_mod.build_baseline(tiny_config(baseline={"checkpoint": str(other)}), CPU)
-    with pytest.raises(PdsearchError, match="checkpoint not found"):
-        baseline_mod.build_baseline(tiny_config(baseline={"checkpoint": str(tmp_path / "none.pt")}), CPU)
-
-
-def test_same_config_same_baseline(baseline):
-    again = baseline_mod.build_baseline(tiny_config(), CPU)
-    assert again["val_accuracy"] == baseline["val_accuracy"]
-    assert all(torch.equal(again["state_dict"][k], v) for k, v in baseline["state_dict"].items())
+    m = run_trial({"gpr": 30.0, "pd": "PD1"}, cfg, baseline, __import__("torch").device("cpu"))
+    assert m["status"] == "failed" and "unreachable" in m["failure_reason"]

@@ -14,13 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import optuna
-import pandas as pd
 import pytest
 from ray import tune
 
 import pdsearch
-from pdsearch.progress import Silent, SweepProgress, tune_reporter
-from pdsearch.rundir import hypervolume, load_run
+from pdsearch.run.directory import load_run
+from pdsearch.run.front import hypervolume
+from pdsearch.searching.progress import Silent, SweepProgress, tune_reporter
 from pdsearch.space import SearchSpace
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,7 +34,7 @@ class FakeTrial:
 def progress_of(nsga_run, **kwargs):
     cfg, run_dir, _ = nsga_run
     out = io.StringIO()
-    reporter = SweepProgress(run_dir, cfg, json.loads((run_dir / "model.json").read_text()), out=out, **kwargs)
+    reporter = SweepProgress(run_dir, SearchSpace(cfg), json.loads((run_dir / "model.json").read_text()), out=out, **kwargs)
     return reporter, out
 
 
@@ -77,13 +77,13 @@ def test_progress_eta_and_lines_per_trial_only_in_small_sweeps(nsga_run):
 def test_quiet_and_verbose_reporters(nsga_run):
     cfg, run_dir, _ = nsga_run
     info = json.loads((run_dir / "model.json").read_text())
-    assert not tune_reporter(cfg, run_dir, info, "quiet").should_report([], done=True)
-    assert isinstance(tune_reporter(cfg, run_dir, info, "quiet"), Silent)
-    verbose = tune_reporter(cfg, run_dir, info, "verbose")
+    assert not tune_reporter(SearchSpace(cfg), run_dir, info, "quiet").should_report([], done=True)
+    assert isinstance(tune_reporter(SearchSpace(cfg), run_dir, info, "quiet"), Silent)
+    verbose = tune_reporter(SearchSpace(cfg), run_dir, info, "verbose")
     assert isinstance(verbose, tune.CLIReporter)
     assert list(verbose._parameter_columns) == ["gpr", "pd"]  # only what the space has: no empty slope/criterion
-    with pytest.raises(pdsearch.PdsearchError, match="progress must be one of quiet, normal, verbose"):
-        tune_reporter(cfg, run_dir, info, "loud")
+    with pytest.raises(pdsearch.PdsearchError, match="unknown progress .loud.: use one of quiet, normal, verbose"):
+        tune_reporter(SearchSpace(cfg), run_dir, info, "loud")
 
 
 def test_tune_trials_are_named_by_their_policy(nsga_run):

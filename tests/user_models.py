@@ -1,6 +1,9 @@
 """A user's own model, importable as 'user_models:tiny_net' (tests/ is on sys.path)."""
+import os
 import time
+from pathlib import Path
 
+import torch
 from torch import nn
 
 
@@ -56,13 +59,38 @@ def raising_net(num_classes: int = 10, in_channels: int = 1) -> RaisingNet:
 
 
 class SlowNet(FragileNet):
-    """Once pruned, sleeps 0.2 s per training step: trials last seconds without using the CPU."""
+    """Once pruned, sleeps 0.2 s per training step: trials last seconds without using the CPU.
+
+    Where PDSEARCH_TEST_HEARTBEATS names a folder, each such step writes its count to a file there
+    named after the Ray node it runs on, so a test can tell when a trial is early in its training there.
+    """
 
     def forward(self, x):
         if self.training and self.body[0].out_channels < 8:
+            if heartbeats := os.environ.get("PDSEARCH_TEST_HEARTBEATS"):
+                import ray
+                self.steps = getattr(self, "steps", 0) + 1
+                (Path(heartbeats) / ray.get_runtime_context().get_node_id()).write_text(str(self.steps))
             time.sleep(0.2)
         return TinyNet.forward(self, x)
 
 
 def slow_net(num_classes: int = 10, in_channels: int = 1) -> SlowNet:
     return SlowNet(num_classes, in_channels)
+
+
+class SpectralNet(nn.Module):
+    """A conv net with an FFT inside: ONNX has no such operator."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = torch.fft.fft2(self.conv(x)).real
+        return self.fc(x.mean((2, 3)))
+
+
+def spectral_net(num_classes: int = 10, in_channels: int = 3) -> SpectralNet:
+    return SpectralNet(num_classes, in_channels)

@@ -7,9 +7,10 @@ channels of which layer dimension a group removes, so a whole policy is one pair
 matrix-vector products: planning a grid never touches a model.
 
 Layers without parameters (pools) scale with the last parameterised layer run before
-them; FLOPs outside any leaf layer (functional ops in a container's forward, e.g. a
-final F.adaptive_avg_pool2d) are held constant. Both are a few thousandths of a percent
-of a CNN's FLOPs.
+them; FLOPs outside any layer (functional ops in a container's forward, e.g. a final
+F.adaptive_avg_pool2d) are held constant. Both are a few thousandths of a percent of a
+CNN's FLOPs. A parameter outside any layer that Torch-Pruning prunes along one dimension
+(ConvNeXt's layer scale) is a row of its own, costing no FLOPs.
 """
 from __future__ import annotations
 
@@ -34,8 +35,11 @@ class CostModel:
     def __init__(self, structure: ModelStructure, base: Cost | None = None) -> None:
         self.base = base or count_cost(structure.model, structure.example_input)
         model, graph = structure.model, structure.graph
-        names = structure.leaf_order
-        index = {n: i for i, n in enumerate(names)}
+        loose = {id(u.parameters): u.pruning_dim for u in graph.unwrapped_parameters}
+        parameters = dict(model.named_parameters())
+        names = structure.layer_order + sorted(
+            {m.module for g in structure.groups for m in g.members if m.module in parameters})
+        self.index = index = {n: i for i, n in enumerate(names)}  # layer name -> its row
         n_layers, n_groups = len(names), len(structure.groups)
         self.remove_out = np.zeros((n_layers, n_groups))
         self.remove_in = np.zeros((n_layers, n_groups))
@@ -52,12 +56,18 @@ class CostModel:
         self.weight = np.zeros(n_layers)  # params that scale with out·in (bilinear) or c (coupled)
         self.bias = np.zeros(n_layers)  # params that scale with out only
         self.const_params = float(self.base.params)
-        self.flops = np.array([float(self.base.flops_by_layer.get(n, 0)) for n in names])
+        self.flops = np.array([float(self._own_flops(model, n)) for n in names])
         ref = -1  # last parameterised layer: pools follow its channels
         self.follow = np.full(n_layers, -1)
         for i, name in enumerate(names):
+            if name in parameters:  # a loose parameter: its own channels
+                p = parameters[name]
+                self.out_ch[i] = self.in_ch[i] = p.shape[loose[id(p)]]
+                self.coupled[i], self.weight[i] = True, p.numel()
+                self.const_params -= p.numel()
+                continue
             m = model.get_submodule(name)
-            params = self.base.params_by_layer.get(name, 0)
+            params = sum(p.numel() for p in m.parameters(recurse=False))
             pruner = graph.get_pruner_of_module(m)
             if pruner is None or not params:
                 self.follow[i] = ref
@@ -77,6 +87,14 @@ class CostModel:
                 self.coupled[i] = True
                 self.weight[i] = params
         self.const_flops = float(self.base.flops) - float(self.flops.sum())
+
+    def _own_flops(self, model: nn.Module, name: str) -> int:
+        """fvcore's count of a layer less its children's (a BatchNormAct2d's activation)."""
+        by_module = self.base.flops_by_layer
+        if name not in by_module:
+            return 0
+        prefix = f"{name}." if name else ""
+        return by_module[name] - sum(by_module.get(prefix + child, 0) for child, _ in model.get_submodule(name).named_children())
 
     def predict(self, pruned: np.ndarray) -> tuple[float, float]:
         """(FLOPs, params) for channels removed per group; fractional counts interpolate."""

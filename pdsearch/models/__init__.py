@@ -1,4 +1,5 @@
-"""Model registry: pdsearch's own models, torchvision classifiers, or a user's factory.
+"""Model registry: pdsearch's own models (and any ``@register_model``), timm's by ``timm/NAME``,
+torchvision classifiers, or a factory.
 
 Names resolve in that order; ``package.module:factory`` imports a user's factory, which
 is called with ``num_classes`` and any extra keyword arguments from the config.
@@ -15,6 +16,7 @@ from torch import nn
 from pdsearch.errors import PdsearchError
 from pdsearch.models.cifar_resnet import resnet20, resnet56
 from pdsearch.models.small_cnn import small_cnn
+from pdsearch.registry import did_you_mean
 
 # in_channels is only forwarded to factories that accept it; torchvision takes RGB.
 OWN_MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -24,13 +26,55 @@ OWN_MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Name a model factory after itself (timm's ``register_model``): ``model: {name: my_net}``."""
+    OWN_MODELS[factory.__name__] = factory
+    return factory
+
+
 def torchvision_models() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+TIMM = "timm/"  # model: {name: timm/resnet50d}: timm's architecture by name
+
+
+def _timm_factory(name: str) -> Callable[..., nn.Module]:
+    """timm's architecture ``name`` (randomly initialised; weights come from ``baseline.checkpoint``)."""
+    try:
+        import timm
+    except ImportError:
+        raise PdsearchError(f'model {TIMM}{name} needs timm: pip install -e ".[timm]"') from None
+    if not timm.is_model(name):
+        raise PdsearchError(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models())}: "
+                            "pdsearch models --filter TEXT lists the names")
+
+    def factory(num_classes: int = 10, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+
+    return factory
+
+
+def timm_models(text: str = "") -> list[str]:
+    """timm's architectures whose name holds ``text`` ([] without timm)."""
+    try:
+        import timm
+    except ImportError:
+        return []
+    return [TIMM + name for name in timm.list_models(f"*{text}*" if text else "")]
+
+
+def list_models(text: str = "") -> dict[str, list[str]]:
+    """The names ``model.name`` takes, by where they come from, holding ``text`` (the ``models`` verb)."""
+    found = {"pdsearch": list(OWN_MODELS), "torchvision": torchvision_models(), "timm": timm_models(text)}
+    return {source: [n for n in names if text in n] for source, names in found.items()}
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
     if name in OWN_MODELS:
         return OWN_MODELS[name]
+    if name.startswith(TIMM):
+        return _timm_factory(name[len(TIMM):])
     if ":" in name:
         module_path, _, attr = name.partition(":")
         try:
@@ -40,8 +84,9 @@ def _factory(name: str) -> Callable[..., nn.Module]:
     if name in torchvision_models():
         return lambda **kw: torchvision.models.get_model(name, weights=None, **kw)
     raise PdsearchError(
-        f"unknown model {name!r}: use one of {', '.join(OWN_MODELS)}, a torchvision classifier "
-        f"(e.g. resnet18, vgg16_bn, mobilenet_v2) or an import path 'package.module:factory'"
+        f"unknown model {name!r}{did_you_mean(name, [*OWN_MODELS, *torchvision_models()])}: use one of "
+        f"{', '.join(OWN_MODELS)}, a torchvision classifier (e.g. resnet18, vgg16_bn, mobilenet_v2), a timm one "
+        "(timm/resnet50d) or an import path 'package.module:factory'"
     )
 
 

@@ -1,11 +1,12 @@
 """Policy: how much to prune (GPR or budget), how to spread it (allocator), which filters (criterion)."""
-from pdsearch.policy.allocators import ALLOCATORS, Allocation, Problem, SensitivityProfile, goal_of
+from pdsearch.policy.allocators import ALLOCATORS, Allocation, Needs, Problem, SensitivityProfile, goal_of
 from pdsearch.policy.budget import CostSpace, Goal
+from pdsearch.policy.criteria import CRITERIA
 from pdsearch.policy.distribution import shape
 from pdsearch.policy.flexiprune import TABLES, architecture, flexiprune_rates
-from pdsearch.policy.policy import CRITERIA, PD_SHAPES, Policy, normalize_pd
+from pdsearch.policy.policy import PD_SHAPES, Policy, normalize_pd
 
 __all__ = [
-    "ALLOCATORS", "Allocation", "CRITERIA", "CostSpace", "Goal", "PD_SHAPES", "Policy", "Problem",
+    "ALLOCATORS", "Allocation", "CRITERIA", "CostSpace", "Goal", "Needs", "PD_SHAPES", "Policy", "Problem",
     "SensitivityProfile", "TABLES", "architecture", "flexiprune_rates", "goal_of", "normalize_pd", "shape",
 ]

@@ -16,7 +16,11 @@ import numpy as np
 from pdsearch.errors import PdsearchError
 
 CostFn = Callable[[np.ndarray], tuple[float, float]]  # rates -> (flops, params), channel rounding included
-METRICS = ("flops", "params", "mean")
+LatencyFn = Callable[[np.ndarray], float]  # rates -> milliseconds on the target (a latency table's prediction)
+LABELS = {"flops": "FLOPs", "params": "params", "latency": "latency"}  # what a budget can reduce
+METRICS = (*LABELS, "mean")
+NO_TABLE = ("a latency budget is predicted from a latency table built on the target: set latency.table "
+            "(pdsearch plan: --latency-table), built with pdsearch latency-table")
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Goal:
     reduction: float
 
     def describe(self) -> str:
-        what = "mean rate" if self.metric == "mean" else f"{'FLOPs' if self.metric == 'flops' else 'params'} reduction"
+        what = "mean rate" if self.metric == "mean" else f"{LABELS[self.metric]} reduction"
         return f"{what} {100 * self.reduction:.2f}%"
 
 
@@ -39,6 +43,8 @@ class CostSpace:
     base: tuple[float, float]  # unpruned (flops, params)
     steps: np.ndarray  # rate change that moves each group by one channel
     max_rate: float
+    latency: LatencyFn | None = None  # where a latency table is given
+    base_latency: float = 0.0  # its prediction for the unpruned model
 
     @property
     def groups(self) -> int:
@@ -48,6 +54,10 @@ class CostSpace:
         """Fraction of ``metric`` removed by ``rates`` (grows with every rate)."""
         if metric == "mean":
             return float(np.mean(rates))
+        if metric == "latency":
+            if self.latency is None:
+                raise PdsearchError(NO_TABLE)
+            return 1.0 - self.latency(rates) / self.base_latency
         flops, params = self.cost(rates)
         base = self.base[0] if metric == "flops" else self.base[1]
         return 1.0 - (flops if metric == "flops" else params) / base if base else 0.0
@@ -56,7 +66,10 @@ class CostSpace:
         return self.reduction(np.full(self.groups, rate), metric)
 
     def reachable(self, metric: str) -> float:
-        """The most a policy can remove of ``metric`` with every rate at the cap."""
+        """The most a policy can remove of ``metric`` with every rate at the cap (for latency, at any homogeneous
+        rate: channel counts off a runtime's multiple can cost more than they save)."""
+        if metric == "latency":
+            return max(self.homogeneous(rate, metric) for rate in np.linspace(0, self.max_rate, 19))
         return self.homogeneous(self.max_rate, metric)
 
     def check(self, goal: Goal) -> None:

@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from pdsearch.errors import PdsearchError
+from pdsearch.policy.allocators import Allocator, allocator_for, distribution_allocators, modes
+from pdsearch.policy.budget import LABELS
+from pdsearch.policy.criteria import check_criterion
+from pdsearch.registry import unknown
 
 # Named pruning distributions: (slope, curvature) points of the continuous shape family.
 # PD2 rises with depth (bottom-up), PD3 falls (top-down), PD4 peaks mid-network
@@ -32,31 +36,9 @@ PD_ALIASES = {
     "low-high-low": "PD4",
     "high-low-high": "PD5",
 }
+MIXED_CRITERIA = "mixed"  # the criterion column of a policy whose allocator chose one per group
 TARGETS = ("flops", "params", "mean")
-BUDGET_METRICS = ("flops", "params")
-CRITERIA = ("l1", "l2", "fpgm", "cosine", "random", "taylor", "bn_scale")
-
-
-def check_criterion(name: str) -> str:
-    if name not in CRITERIA:
-        raise PdsearchError(f"unknown criterion {name!r}: use one of {', '.join(CRITERIA)}")
-    return name
-
-
-def _allocators():
-    from pdsearch.policy.allocators import ALLOCATORS  # the registry imports Policy
-
-    return ALLOCATORS
-
-
-def distribution_allocators() -> list[str]:
-    """Allocators that are pruning distributions of their own (``pd: sensitivity``)."""
-    return [name for name, a in _allocators().items() if not a.allocates_named_shapes]
-
-
-def modes() -> list[str]:
-    """Allocators that spread the named shapes PD1-PD5 (``space.mode``)."""
-    return [name for name, a in _allocators().items() if a.allocates_named_shapes]
+BUDGET_METRICS = tuple(LABELS)
 
 
 def normalize_pd(pd: Any) -> str:
@@ -70,8 +52,8 @@ def normalize_pd(pd: Any) -> str:
         key = f"PD{key}"
     key = key.upper()
     if key not in PD_SHAPES:
-        names = ", ".join(list(PD_SHAPES) + list(PD_ALIASES) + distribution_allocators())
-        raise PdsearchError(f"unknown pruning distribution {pd!r}: use one of {names}")
+        names = list(PD_SHAPES) + list(PD_ALIASES) + distribution_allocators()
+        raise PdsearchError(unknown("pruning distribution", pd, names))
     return key
 
 
@@ -103,14 +85,14 @@ class Policy:
 
     def __post_init__(self) -> None:
         if (self.gpr is None) == (self.budget is None):
-            raise PdsearchError("a policy takes either a GPR or a budget (FLOPs or params reduction), not "
+            raise PdsearchError("a policy takes either a GPR or a budget (FLOPs, params or latency reduction), not "
                                 + ("both" if self.gpr is not None else "neither"))
         if self.gpr is not None:
             _percent("GPR", self.gpr)
         else:
             _percent("budget", self.budget, high_open=True)
             if self.budget_metric not in BUDGET_METRICS:
-                raise PdsearchError(f"unknown budget metric {self.budget_metric!r}: use flops or params")
+                raise PdsearchError(unknown("budget metric", self.budget_metric, BUDGET_METRICS))
         if self.pd is not None:
             pd = normalize_pd(self.pd)
             object.__setattr__(self, "pd", pd)
@@ -118,9 +100,9 @@ class Policy:
                 object.__setattr__(self, "slope", PD_SHAPES[pd][0])
                 object.__setattr__(self, "curvature", PD_SHAPES[pd][1])
         if self.mode not in modes():
-            raise PdsearchError(f"unknown mode {self.mode!r}: use one of {', '.join(modes())}")
+            raise PdsearchError(unknown("mode", self.mode, modes()))
         if self.target not in TARGETS:
-            raise PdsearchError(f"unknown calibration target {self.target!r}: use one of {', '.join(TARGETS)}")
+            raise PdsearchError(unknown("calibration target", self.target, TARGETS))
         if not 0 < self.max_rate < 1:
             raise PdsearchError(f"max_rate must be in (0, 1), got {self.max_rate!r}")
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
@@ -129,28 +111,32 @@ class Policy:
         self.allocator.validate(self)
 
     @property
-    def allocator(self):
+    def allocator(self) -> Allocator:
         """The registered allocator that turns this policy into per-group rates."""
-        registry = _allocators()
-        return registry[self.pd] if self.pd in registry else registry[self.mode]
+        return allocator_for(self.pd, self.mode)
 
     @property
     def label(self) -> str:
         return self.pd or f"shape({self.slope:+.2f},{self.curvature:+.2f})"
 
     @property
+    def criterion_label(self) -> str:
+        """The criterion, or 'mixed' where the allocator picks one per group (loss_aware)."""
+        return MIXED_CRITERIA if self.allocator.chooses_criteria else self.criterion
+
+    @property
     def name(self) -> str:
-        """Short and file-name safe, for trial names: 'gpr40-PD2-l1', 'flops60-sensitivity-l1'."""
+        """Short and file-name safe, for trial names: 'gpr40-PD2-l1', 'flops60-loss_aware-mixed'."""
         amount = f"gpr{round(self.gpr, 1):g}" if self.budget is None else f"{self.budget_metric}{round(self.budget, 1):g}"
         shape = self.pd or f"shape{self.slope:+.2f}{self.curvature:+.2f}"
-        return "-".join([amount, shape, self.criterion] + ([f"seed{self.seed}"] if self.seed else []))
+        return "-".join([amount, shape, self.criterion_label] + ([f"seed{self.seed}"] if self.seed else []))
 
     @property
     def amount(self) -> str:
         """'GPR 40%' or 'FLOPs -50%'."""
         if self.budget is None:
             return f"GPR {self.gpr:g}%"
-        return f"{'FLOPs' if self.budget_metric == 'flops' else 'params'} -{self.budget:g}%"
+        return f"{LABELS[self.budget_metric]} -{self.budget:g}%"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,9 +144,9 @@ class Policy:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Policy":
         known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise PdsearchError(f"unknown policy field(s): {', '.join(sorted(unknown))}")
+        extra = set(data) - known
+        if extra:
+            raise PdsearchError(f"unknown policy field(s): {', '.join(sorted(extra))}")
         return cls(**data)
 
     def to_json(self) -> str:

@@ -1,12 +1,15 @@
-"""Filter criteria: which channels of a group to remove, as Torch-Pruning importances."""
-from __future__ import annotations
+"""Filter criteria as Torch-Pruning importances: which channels of a group to remove.
 
-from typing import Callable
+The names live in pdsearch.policy.criteria (torch-free); here they become importances.
+"""
+from __future__ import annotations
 
 import torch
 import torch_pruning as tp
 
-from pdsearch.policy.policy import CRITERIA, check_criterion
+from pdsearch.policy.criteria import CRITERIA, check_criterion
+from pdsearch.registry import resolve
+
 
 class CosineSimilarityImportance(tp.importance.Importance):
     """Redundancy: a filter nearly parallel to another filter of its layer matters least.
@@ -25,21 +28,13 @@ class CosineSimilarityImportance(tp.importance.Importance):
         return 1.0 - similarity.max(dim=1).values
 
 
-IMPORTANCES: dict[str, Callable[[], tp.importance.Importance]] = {
-    "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
-    "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
-    "fpgm": lambda: tp.importance.FPGMImportance(),
-    "cosine": CosineSimilarityImportance,
-    "random": lambda: tp.importance.RandomImportance(),
-    "taylor": lambda: tp.importance.GroupTaylorImportance(),
-    "bn_scale": lambda: tp.importance.BNScaleImportance(),
-}
-
-# Criteria that read gradients: the pruner runs a few labelled batches through the model first.
-NEEDS_GRADIENTS = {"taylor"}
+def importance(criterion: str) -> tp.importance.Importance:
+    entry = CRITERIA[check_criterion(criterion)]
+    return resolve(entry.importance)(**entry.kwargs)
 
 
-assert set(IMPORTANCES) == set(CRITERIA)
+def needs_gradients(criterion: str) -> bool:
+    return CRITERIA[check_criterion(criterion)].needs_gradients
 
 
 class GroupScorer:
@@ -51,8 +46,8 @@ class GroupScorer:
     """
 
     def __init__(self, criterion: str) -> None:
-        self.importance = IMPORTANCES[check_criterion(criterion)]()
-        self.fallback = IMPORTANCES["l1"]()
+        self.importance = importance(criterion)
+        self.fallback = importance("l1")
 
     def __call__(self, group) -> torch.Tensor:
         score = self.importance(group)

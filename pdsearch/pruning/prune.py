@@ -1,14 +1,15 @@
 """Real structured pruning: remove the least important channels of every group."""
 from __future__ import annotations
 
+import copy
 from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from pdsearch.errors import PdsearchError
-from pdsearch.pruning.criteria import NEEDS_GRADIENTS, GroupScorer
-from pdsearch.pruning.structure import ChannelGroup, ModelStructure
+from pdsearch.pruning.criteria import GroupScorer, needs_gradients
+from pdsearch.pruning.structure import ChannelGroup, ModelStructure, analyze
 
 
 def accumulate_gradients(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -61,7 +62,7 @@ def prune(
         raise PdsearchError(f"{len(criteria)} criteria for {len(rates)} channel groups")
     model, graph = structure.model, structure.graph
     scorers = {name: GroupScorer(name) for name in set(criteria)}
-    if NEEDS_GRADIENTS & set(criteria):
+    if any(needs_gradients(name) for name in set(criteria)):
         accumulate_gradients(model, batches or [])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -69,10 +70,15 @@ def prune(
             n_prune = group.channels_to_prune(rate)
             if n_prune == 0:
                 continue
-            full = full_group(structure, group)
-            drop = lowest_channels(scorers[name](full), group, n_prune)
-            root = model.get_submodule(group.name)
-            graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, drop).prune()
+            try:
+                drop = lowest_channels(scorers[name](full_group(structure, group)), group, n_prune)
+                root = model.get_submodule(group.name)
+                graph.get_pruning_group(root, graph.get_pruner_of_module(root).prune_out_channels, drop).prune()
+            except PdsearchError:
+                raise
+            except Exception as exc:  # Torch-Pruning mis-mapped the channels through a cat, split or slice
+                raise PdsearchError(f"model cannot be pruned structurally: Torch-Pruning failed removing channels "
+                                    f"of {group.name} ({type(exc).__name__}: {exc})") from None
     model.zero_grad(set_to_none=True)
     model.eval()
     with torch.no_grad():
@@ -81,3 +87,13 @@ def prune(
         except Exception as exc:
             raise PdsearchError(f"model cannot be pruned structurally: pruned model fails to run ({exc})") from None
     return model
+
+
+def check_prunable(structure: ModelStructure, rate: float = 0.5) -> None:
+    """Raise PdsearchError if removing channels breaks the model, which its dependency graph cannot tell.
+
+    Prunes a copy, every group at ``rate``, and runs it: a second or two on the driver,
+    instead of every trial failing the same way.
+    """
+    x = structure.example_input
+    prune(analyze(copy.deepcopy(structure.model), x.shape[-1], x.shape[1]), [rate] * len(structure.groups))

@@ -12,7 +12,10 @@ residual stream sits in the middle of its stage.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +25,30 @@ from torch import nn
 from pdsearch.errors import PdsearchError
 
 PRUNABLE_ROOTS = (nn.Conv2d, nn.Linear)
+GROUP_SEARCH_LIMIT_S = 60.0  # seconds; a few for a ResNet-50, unbounded on some channel-padding models
+
+
+class _GroupSearchTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the block after ``seconds`` (in the main thread, as on the driver; elsewhere unbounded)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(*_: object) -> None:
+        raise _GroupSearchTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -75,7 +102,9 @@ class ModelStructure:
     graph: tp.DependencyGraph
     groups: list[ChannelGroup]
     classifier: str
-    leaf_order: list[str]  # leaf modules in forward-execution order
+    # in forward-execution order: leaf modules, and containers holding parameters of their own
+    # (timm's BatchNormAct2d is a BatchNorm2d with an activation inside)
+    layer_order: list[str]
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -99,7 +128,7 @@ def _execution_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     hooks = [
         m.register_forward_pre_hook(lambda mod, inp, name=name: order.append(name))
         for name, m in model.named_modules()
-        if not list(m.children())
+        if not list(m.children()) or any(True for _ in m.parameters(recurse=False))
     ]
     try:
         with torch.no_grad():
@@ -116,30 +145,36 @@ def analyze(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStr
     model.eval()
     x = torch.randn(1, in_channels, input_size, input_size)
     try:
-        leaf_order = _execution_order(model, x)
+        layer_order = _execution_order(model, x)
     except Exception as exc:  # a user's model may fail on any input
         raise PdsearchError(
             f"model forward failed at input size {input_size}x{input_size} with {in_channels} channels: {exc}"
         ) from None
     names = {m: n for n, m in model.named_modules()}
-    layers = [n for n in leaf_order if isinstance(model.get_submodule(n), PRUNABLE_ROOTS)]
+    layers = [n for n in layer_order if isinstance(model.get_submodule(n), PRUNABLE_ROOTS)]
     if not layers:
         raise PdsearchError("model has no Conv2d or Linear layer to prune")
     classifier = layers[-1]
     try:
-        graph = tp.DependencyGraph().build_dependency(model, x, verbose=False)
-        raw_groups = list(
-            graph.get_all_groups(
-                ignored_layers=[model.get_submodule(classifier)], root_module_types=PRUNABLE_ROOTS
+        with _time_limit(GROUP_SEARCH_LIMIT_S):
+            graph = tp.DependencyGraph().build_dependency(model, x, verbose=False)
+            raw_groups = list(
+                graph.get_all_groups(
+                    ignored_layers=[model.get_submodule(classifier)], root_module_types=PRUNABLE_ROOTS
+                )
             )
-        )
+    except _GroupSearchTimeout:
+        raise PdsearchError(
+            f"model cannot be pruned structurally: Torch-Pruning's search for its channel groups did not finish "
+            f"in {GROUP_SEARCH_LIMIT_S:g} s (seen on ReXNet, whose residuals add into a slice of the channels and concatenate the rest)") from None
     except Exception as exc:
         raise PdsearchError(
             f"model cannot be pruned structurally: Torch-Pruning could not trace its channel "
             f"dependencies ({type(exc).__name__}: {exc}); channel shuffles and similar reshapes are not supported"
         ) from None
 
-    exec_index = {n: i for i, n in enumerate(leaf_order)}
+    exec_index = {n: i for i, n in enumerate(layer_order)}
+    param_names = {id(p): n for n, p in model.named_parameters()}
     groups: list[ChannelGroup] = []
     for raw in raw_groups:
         root = raw[0].dep.target.module
@@ -147,10 +182,14 @@ def analyze(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStr
         dims: dict[tuple[str, str], int] = {}
         for item in raw:
             module = item.dep.target.module
-            if module not in names:  # elementwise ops, reshapes: no parameters, no cost of their own
+            if isinstance(module, nn.Parameter):  # one outside any layer (a layer scale), named as a parameter
+                if id(module) not in param_names:
+                    continue
+                key = (param_names[id(module)], "out")
+            elif module in names:
+                key = (names[module], "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in")
+            else:  # elementwise ops, reshapes: no parameters, no cost of their own
                 continue
-            direction = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
-            key = (names[module], direction)
             dims[key] = max(dims.get(key, 0), len(item.idxs) // channels)
         producers = [exec_index[n] for (n, d) in dims if d == "out" and n in exec_index and n in layers]
         if not producers:
@@ -173,5 +212,5 @@ def analyze(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStr
     for i, g in enumerate(groups):
         g.index = i
         g.position = 0.5 if hi == lo else (g.position - lo) / (hi - lo)
-    return ModelStructure(model, x, graph, groups, classifier, leaf_order)
+    return ModelStructure(model, x, graph, groups, classifier, layer_order)
 

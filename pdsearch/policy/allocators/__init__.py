@@ -4,10 +4,22 @@ To add one, write a module with an ``Allocator`` subclass decorated with ``@regi
 and import it below: the config, the search space, trials, reports and selection read
 the registry.
 """
-from pdsearch.policy.allocators.base import (
-    ALLOCATORS, Allocation, Allocator, LossProbe, Problem, Settings, goal_of, register,
-)
 from pdsearch.policy.allocators import flexiprune, loss_aware, sensitivity, shapes  # noqa: F401  (registers)
+from pdsearch.policy.allocators.base import (
+    ALLOCATORS,
+    Allocation,
+    Allocator,
+    LossProbe,
+    Needs,
+    Problem,
+    Settings,
+    allocator_for,
+    distribution_allocators,
+    goal_of,
+    modes,
+    register,
+)
 from pdsearch.policy.allocators.sensitivity import SensitivityProfile
 
-__all__ = ["ALLOCATORS", "Allocation", "Allocator", "LossProbe", "Problem", "SensitivityProfile", "Settings", "goal_of", "register"]
+__all__ = ["ALLOCATORS", "Allocation", "Allocator", "LossProbe", "Needs", "Problem", "SensitivityProfile", "Settings",
+           "allocator_for", "distribution_allocators", "goal_of", "modes", "register"]

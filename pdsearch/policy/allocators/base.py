@@ -1,17 +1,28 @@
 """The allocator interface: a policy and a model's cost space in, per-group rates (and criteria) out."""
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.budget import CostSpace, Goal
-from pdsearch.policy.policy import Policy
 from pdsearch.ranges import Range
+
+if TYPE_CHECKING:
+    from pdsearch.policy.policy import Policy
+
+
+class Needs(str, enum.Enum):
+    """What an allocation reads, and so where it runs."""
+
+    STRUCTURE = "structure"  # the model's shapes: planned on the driver
+    SENSITIVITY = "sensitivity"  # the trained baseline's sensitivity profile, measured once per run
+    TRAINING = "training"  # the baseline and training data: inside the trial
 
 
 class Settings(BaseModel):
@@ -25,7 +36,7 @@ class Settings(BaseModel):
 
 
 class LossProbe(Protocol):
-    """What loss-aware allocation asks of a model (pdsearch.probing implements it with torch)."""
+    """What loss-aware allocation asks of a model (pdsearch.trial.probing implements it with torch)."""
 
     def loss(self) -> float: ...
     def loss_with(self, group: int, criterion: str, removed: int) -> float: ...
@@ -67,16 +78,22 @@ class Allocation:
 class Allocator:
     """Base class: subclasses set ``name`` and implement ``rates``; register with ``@register``.
 
-    ``needs`` says what allocation reads: ``structure`` (planned on the driver from the
-    model's shapes), ``sensitivity`` (a profile of the trained baseline, measured once
-    per run), or ``training`` (the baseline and data, inside the trial).
+    ``needs`` says what allocation reads (``Needs``). A *mode* (``allocates_named_shapes``)
+    spreads PD1-PD5 its own way and is chosen by ``space.mode``; any other allocator is a
+    pruning distribution of its own (``pd: sensitivity``).
     """
 
     name: ClassVar[str]
-    needs: ClassVar[str] = "structure"
+    needs: ClassVar[Needs] = Needs.STRUCTURE
     allocates_named_shapes: ClassVar[bool] = False  # a mode (PD1-PD5 spread its way), not a PD of its own
+    custom_shapes: ClassVar[bool] = False  # a mode that also spreads continuous shapes (space.shape)
     published_rates: ClassVar[bool] = False  # rates kept as stated (FlexiPrune's lists), not snapped to channels
+    chooses_criteria: ClassVar[bool] = False  # picks a criterion per group (the policy's is only a fallback)
     settings: ClassVar[type[Settings]] = Settings
+
+    def describe(self, policy: Policy) -> str:
+        """How this allocator spreads ``policy``, for the plan's header line."""
+        return f"allocator {self.name}"
 
     def validate(self, policy: Policy) -> None:
         unknown = set(policy.options) - set(self.settings.model_fields)
@@ -104,3 +121,18 @@ ALLOCATORS: dict[str, Allocator] = {}
 def register(cls: type[Allocator]) -> type[Allocator]:
     ALLOCATORS[cls.name] = cls()
     return cls
+
+
+def allocator_for(pd: str | None, mode: str) -> Allocator:
+    """The one rule: a PD that names an allocator is allocated by it, anything else by the mode."""
+    return ALLOCATORS[pd] if pd in ALLOCATORS else ALLOCATORS[mode]
+
+
+def modes() -> list[str]:
+    """Allocators that spread the named shapes PD1-PD5 (``space.mode``)."""
+    return [name for name, a in ALLOCATORS.items() if a.allocates_named_shapes]
+
+
+def distribution_allocators() -> list[str]:
+    """Allocators that are pruning distributions of their own (``pd: sensitivity``)."""
+    return [name for name, a in ALLOCATORS.items() if not a.allocates_named_shapes]

@@ -5,13 +5,17 @@ the built model lands within a point of the budget rather than on it.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, register
 from pdsearch.policy.budget import bisect
 from pdsearch.policy.flexiprune import TABLES, architecture, flexiprune_rates
-from pdsearch.policy.policy import Policy
-from pdsearch.errors import PdsearchError
+
+if TYPE_CHECKING:
+    from pdsearch.policy.policy import Policy
 
 
 @register

@@ -3,31 +3,40 @@
 Greedy: while the budget is not met, every group tries removing one more slice of its
 channels with every criterion of the pool (a group keeps the criterion it was first
 pruned with), and the (group, criterion) that raises the loss on a few training batches
-least per unit of cost saved is kept. After every ``retrain_every`` points of cost
+least per unit of cost saved is kept. The greedy is lazy: a candidate keeps the score it
+had when last measured and only the best is measured again, so a step costs a few forward
+passes instead of one per group and criterion. After every ``retrain_every`` points of cost
 removed, a few SGD steps let the remaining weights adapt, so later choices see the
 network as it will be. The outcome is per-group rates and criteria: the trial prunes
 the baseline with them, so a rerun from those two lists reproduces it exactly.
 """
 from __future__ import annotations
 
+import heapq
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.allocators.base import Allocation, Allocator, Problem, Settings, register
+from pdsearch.policy.allocators.base import Allocation, Allocator, Needs, Problem, Settings, register
 from pdsearch.policy.budget import refine
-from pdsearch.policy.policy import Policy, check_criterion
+from pdsearch.policy.criteria import check_criterion
+
+if TYPE_CHECKING:
+    from pdsearch.policy.policy import Policy
 
 
 class LossAwareSettings(Settings):
     from_space = {"pool": "criteria_pool"}
     pool: list[str] = ["l1", "l2", "fpgm", "cosine"]
-    slice: float = Field(0.0625, gt=0, le=0.5)  # fraction of a group's channels one step removes
-    loss_batches: int = Field(2, ge=1)  # training batches each candidate's loss is measured on
-    retrain_every: float = Field(5.0, gt=0)  # points of cost removed between retraining bursts
-    retrain_steps: int = Field(10, ge=0)  # SGD steps per burst (0: never retrain)
+    # Sized so an allocation costs a few fine-tune epochs, not dozens (benchmarks/loss_aware.py): LAASP's own
+    # finer steps (slice 1/16, 2 loss batches, 10 SGD steps every 5 points) cost 3-5 times as much.
+    slice: float = Field(0.125, gt=0, le=0.5)  # fraction of a group's channels one step removes
+    loss_batches: int = Field(1, ge=1)  # training batches each candidate's loss is measured on (fixed)
+    retrain_every: float = Field(10.0, gt=0)  # points of cost removed between retraining bursts
+    retrain_steps: int = Field(5, ge=0)  # SGD steps per burst (0: never retrain)
 
     @field_validator("pool")
     @classmethod
@@ -47,7 +56,8 @@ def most_removable(channels: int, channel_groups: int, max_rate: float) -> int:
 @register
 class LossAware(Allocator):
     name = "loss_aware"
-    needs = "training"
+    needs = Needs.TRAINING
+    chooses_criteria = True
     settings = LossAwareSettings
 
     def rates(self, policy: Policy, problem: Problem) -> Allocation:
@@ -67,31 +77,57 @@ class LossAware(Allocator):
         probe = problem.probe(settings)
         loss, done = probe.loss(), reduction(removed)
         retrained_at = done
-        while done < goal.reduction - 5e-4:
-            best = None  # (loss increase per cost saved, group, criterion, count, loss)
+
+        def measure(g: int, criterion: str) -> tuple[float, int, float] | None:
+            """(loss increase per cost saved, count, loss) of removing group g's next slice, or None."""
+            count = int(min(removed[g] + step[g], limit[g]))
+            if count <= removed[g]:
+                return None
+            trial = removed.copy()
+            trial[g] = count
+            saved = reduction(trial) - done
+            if saved <= 0:
+                return None
+            new_loss = probe.loss_with(g, criterion, count)
+            return (new_loss - loss) / saved, count, new_loss
+
+        # Lazy greedy: every candidate keeps the score it had when last measured. Only the best is
+        # measured again after the network changed; it wins if it is still best, else it goes back
+        # with its new score. Retraining changes every score at once: all are measured afresh.
+        version, queue = 0, []
+
+        def measure_all() -> None:
+            queue.clear()
             for g in range(len(channels)):
-                count = min(removed[g] + step[g], limit[g])
-                if count <= removed[g]:
-                    continue
-                trial = removed.copy()
-                trial[g] = count
-                saved = reduction(trial) - done
-                if saved <= 0:
-                    continue
                 for criterion in [chosen[g]] if chosen[g] else settings.pool:
-                    new_loss = probe.loss_with(g, criterion, int(count))
-                    score = (new_loss - loss) / saved
-                    if best is None or score < best[0]:
-                        best = (score, g, criterion, int(count), new_loss)
+                    if (found := measure(g, criterion)) is not None:
+                        heapq.heappush(queue, (found[0], g, criterion, version))
+
+        measure_all()
+        while done < goal.reduction - 5e-4:
+            best = None
+            while queue:
+                score, g, criterion, seen = heapq.heappop(queue)
+                if chosen[g] not in (None, criterion):
+                    continue  # the group took another criterion
+                if seen == version and (found := measure(g, criterion)) is not None:
+                    best = (g, criterion, *found[1:])  # (a cached loss: no forward pass)
+                    break
+                if (found := measure(g, criterion)) is not None:
+                    heapq.heappush(queue, (found[0], g, criterion, version))
             if best is None:
                 raise PdsearchError(f"{goal.describe()} is out of reach with layer rates capped at "
                                     f"{100 * policy.max_rate:g}%: at most {100 * done:.2f}%")
-            _, g, criterion, count, loss = best
+            g, criterion, count, loss = best
             probe.commit(g, criterion, count)
             removed[g], chosen[g] = count, criterion
             done = reduction(removed)
+            version += 1
             if settings.retrain_steps and done - retrained_at >= settings.retrain_every / 100:
                 probe.retrain()
                 loss, retrained_at = probe.loss(), done
+                measure_all()
+            elif (found := measure(g, criterion)) is not None:  # the group's next slice, measured lazily too
+                heapq.heappush(queue, (found[0], g, criterion, version - 1))
         rates = refine(removed / channels, goal, space)
         return Allocation(rates, [c or policy.criterion for c in chosen])

@@ -2,7 +2,7 @@
 
 The profile holds, per channel group, the loss on a held-out slice of the training data
 after pruning that group alone at rates 0.1 … 0.9 (BatchNorm re-estimated each time);
-pdsearch.probing measures it once per baseline. Allocation: every group takes the
+pdsearch.trial.probing measures it once per baseline. Allocation: every group takes the
 largest rate whose loss increase stays within one threshold τ, read off its curve
 (made monotone, interpolated between measured rates); τ is solved by bisection so the
 built model meets the budget. ``blend`` mixes in the uniform rate (0 = pure
@@ -11,16 +11,18 @@ sensitivity, 1 = homogeneous), so the sampler can explore around the pure alloca
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.allocators.base import Allocator, Problem, Settings, register
+from pdsearch.policy.allocators.base import Allocator, Needs, Problem, Settings, register
 from pdsearch.policy.budget import bisect, refine
-from pdsearch.policy.policy import Policy
 from pdsearch.ranges import Range
+
+if TYPE_CHECKING:
+    from pdsearch.policy.policy import Policy
 
 
 @dataclass
@@ -73,7 +75,7 @@ class SensitivitySettings(Settings):
 @register
 class Sensitivity(Allocator):
     name = "sensitivity"
-    needs = "sensitivity"
+    needs = Needs.SENSITIVITY
     settings = SensitivitySettings
 
     def rates(self, policy: Policy, problem: Problem) -> np.ndarray:

@@ -6,19 +6,28 @@ budget itself. Either way the exact cost is met, integer channel counts included
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, register
 from pdsearch.policy.budget import bisect, refine
 from pdsearch.policy.distribution import shape
-from pdsearch.policy.policy import Policy
+
+if TYPE_CHECKING:
+    from pdsearch.policy.policy import Policy
 
 
 @register
 class Calibrated(Allocator):
     name = "calibrated"
     allocates_named_shapes = True
+    custom_shapes = True
+
+    def describe(self, policy: Policy) -> str:
+        calibrated = f", calibrated on {policy.target}" if policy.budget is None else ""
+        return f"allocator {self.name}{calibrated}"
 
     def rates(self, policy: Policy, problem: Problem) -> np.ndarray:
         space, n = problem.space, len(problem.positions)

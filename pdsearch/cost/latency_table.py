@@ -1,0 +1,359 @@
+"""A latency model of the deployment target: per-layer tables over kept channels, calibrated on the whole model.
+
+FLOPs do not say what a runtime on a device will take (channel counts off the kernels'
+preferred multiple can run slower with fewer FLOPs), and trials run on training nodes,
+not on the target. So, as NetAdapt and HALP do, latency is *measured on the target*,
+once, per layer: every conv and linear layer shape of the model is built alone (conv +
+BN + ReLU, which a runtime fuses) and timed on the target runtime at sampled input and
+output channel counts, on multiples of 8 and one channel short of them. A policy's
+latency is the baseline's, plus the change of the layers' summed table read at the
+channels the policy keeps (interpolated between samples of the same alignment), times a
+scale, plus a cost per activation element of every layer off the runtime's channel
+multiple (``Runtime.channel_multiple``: 4 for ONNX Runtime's NCHWc layout).
+
+Layers timed alone are not layers in a graph: alone, each pays its own layout reorders,
+and an off-multiple layer alone pays none of the reorders its neighbours then need. So
+the scale and the reorder cost are fitted on the whole model, timed at five homogeneous
+pruning rates, on multiples of 8 and off them, each against the unpruned model side by
+side (non-negative least squares): the table says how latency moves with each layer's
+channels, the anchors how much of that the graph keeps and what leaving the layout costs.
+
+The table needs no Ray and no data: ``pdsearch latency-table`` builds it on the device
+itself. It is keyed by what it depends on (model structure, input size, batch size,
+runtime, device, threads) and refuses to serve a search that differs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pdsearch.cost.latency import compare_sessions, device_name, session, time_session, torch_threads
+from pdsearch.errors import PdsearchError
+from pdsearch.files import atomic_path
+from pdsearch.pruning import analyze, prune
+from pdsearch.runtimes import RUNTIMES
+
+VERSION = 1
+STEP = 8  # NetAdapt's channel step: the aligned samples are multiples of it, the others one short
+Progress = Callable[[int, int], None]  # (measured, total)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What a layer's latency depends on besides the channels it keeps."""
+
+    kind: str  # "conv" or "linear"
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, ...] = (1, 1)
+    stride: tuple[int, ...] = (1, 1)
+    padding: tuple[int, ...] = (0, 0)
+    dilation: tuple[int, ...] = (1, 1)
+    groups: int = 1
+    height: int = 1  # of its input
+    width: int = 1
+
+    @property
+    def depthwise(self) -> bool:
+        return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+    @property
+    def key(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def module(self, cin: int, cout: int) -> nn.Module:
+        """The layer alone at these channel counts, as the runtime will run it."""
+        if self.kind == "linear":
+            return nn.Linear(cin, cout)
+        groups = cin if self.depthwise else self.groups
+        return nn.Sequential(nn.Conv2d(cin, cout, self.kernel, self.stride, self.padding, self.dilation, groups,
+                                       bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    def activations(self, cin: float, cout: float) -> float:
+        """Elements the layer reads and writes per image (millions): what a layout change copies."""
+        if self.kind == "linear":
+            return (cin + cout) * 1e-6
+        out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
+               for n, p, d, k, s in zip((self.height, self.width), self.padding, self.dilation, self.kernel, self.stride)]
+        return (cin * self.height * self.width + cout * out[0] * out[1]) * 1e-6
+
+    def example(self, cin: int, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, cin) if self.kind == "linear" else \
+            torch.randn(batch_size, cin, self.height, self.width)
+
+
+def layer_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerShape]:
+    """Every Conv2d and Linear leaf of ``model`` with its input's spatial size, in execution order."""
+    found: dict[str, LayerShape] = {}
+
+    def hook(module, inputs, name):
+        x = inputs[0]
+        if isinstance(module, nn.Linear):
+            found.setdefault(name, LayerShape("linear", module.in_features, module.out_features))
+        else:
+            found.setdefault(name, LayerShape(
+                "conv", module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(module.stride),
+                tuple(module.padding) if not isinstance(module.padding, str) else (0, 0), tuple(module.dilation),
+                module.groups, int(x.shape[-2]), int(x.shape[-1])))
+
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=name: hook(mod, inp, name))
+             for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def axis_samples(channels: int, points: int, multiple: int = 1) -> tuple[list[int], list[int]]:
+    """Channel counts to time: (aligned: multiples of STEP and the full count; off: one channel short of those).
+
+    Counts keep ``multiple`` (a grouped conv's groups). Small layers get every step.
+    """
+    def fit(c: int) -> int:
+        return max(multiple, min(channels, c // multiple * multiple))
+
+    step = max(STEP, int(np.ceil(channels / max(points - 1, 1) / STEP)) * STEP)
+    aligned = sorted({fit(c) for c in range(step, channels, step)} | {fit(min(STEP, channels)), channels})
+    off = sorted({fit(c - 1) for c in aligned if c > STEP and c % STEP == 0} - set(aligned))
+    return aligned, off
+
+
+@dataclass
+class LayerTable:
+    """Milliseconds of one layer shape over sampled (in, out) channel counts, two grids by alignment."""
+
+    shape: LayerShape
+    grids: dict[str, dict[str, list]]  # "aligned" / "off": {"ins": [...], "outs": [...], "ms": [[...]]}
+    block: int  # the runtime's channel multiple (runtimes.Runtime.channel_multiple)
+
+    def aligned(self, cin: float, cout: float) -> bool:
+        return round(cin) % self.block == 0 and round(cout) % self.block == 0
+
+    def __call__(self, cin: float, cout: float) -> float:
+        off = not self.aligned(cin, cout) and self.grids.get("off", {}).get("ms")
+        grid = self.grids["off" if off else "aligned"]
+        ins, outs, ms = np.array(grid["ins"], float), np.array(grid["outs"], float), np.array(grid["ms"], float)
+        if self.shape.depthwise:
+            return float(np.interp(cout, outs, ms[0]))
+        rows = np.array([np.interp(cout, outs, row) for row in ms])  # one value per sampled cin
+        return float(np.interp(cin, ins, rows))
+
+
+def _grid_points(shape: LayerShape, points: int) -> dict[str, tuple[list[int], list[int]]]:
+    multiple = 1 if shape.depthwise or shape.groups == 1 else shape.groups
+    ins_a, ins_o = axis_samples(shape.in_channels, points, multiple)
+    outs_a, outs_o = axis_samples(shape.out_channels, points, multiple)
+    if shape.kind == "conv" and shape.in_channels <= 4:  # the stem's image channels are never pruned
+        ins_a, ins_o = [shape.in_channels], [shape.in_channels]
+    grids = {"aligned": (ins_a, outs_a), "off": (ins_o or ins_a, outs_o or outs_a)}
+    if shape.depthwise:
+        grids = {name: ([0], outs) for name, (_, outs) in grids.items()}
+    if not outs_o and not ins_o:
+        grids.pop("off")
+    return grids
+
+
+def _time_layer(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None,
+                warmup: int, runs: int) -> float:
+    cin = cout if shape.depthwise else cin
+    module = shape.module(cin, cout).eval()
+    return time_session(session(runtime, module, shape.example(cin, batch_size), threads), warmup, runs).median_ms
+
+
+def structure_digest(shapes: dict[str, LayerShape]) -> str:
+    """The model's layers and channel counts (not the input size, keyed apart): what a table fits."""
+    spec = [(name, s.kind, s.in_channels, s.out_channels, s.kernel, s.stride, s.groups) for name, s in shapes.items()]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+
+@dataclass
+class LatencyTable:
+    key: dict[str, Any]  # what the table depends on: model, structure, input size, batch, runtime, device, threads
+    layers: dict[str, str]  # layer name -> its shape's key
+    tables: dict[str, LayerTable]  # shape key -> table
+    baseline_ms: float  # the whole unpruned model, measured
+    block: int  # the runtime's channel multiple: layers off it leave the fast layout
+    scale: float = 1.0  # how much of the layers' alone-timed change the graph shows (fitted on the anchors)
+    reorder_ms: float = 0.0  # per million activation elements of a layer off the multiple: layout changes
+    seconds: float = 0.0  # how long building took
+    anchors: list[dict[str, float]] = dataclasses.field(default_factory=list)  # whole-model measurements
+
+    def features(self, kept: dict[str, tuple[float, float]]) -> tuple[float, float]:
+        """(the layers' alone-timed sum, the activations of layers off the channel multiple) at the channels
+        kept per layer name (missing layers: unpruned)."""
+        total, off = 0.0, 0.0
+        for name, key in self.layers.items():
+            table = self.tables[key]
+            cin, cout = kept.get(name, (table.shape.in_channels, table.shape.out_channels))
+            total += table(cin, cout)
+            if not table.aligned(cin, cout):
+                off += table.shape.activations(cin, cout)
+        return total, off
+
+    def predict(self, kept: dict[str, tuple[float, float]]) -> float:
+        """Milliseconds of the whole model on the target at the channels kept per layer."""
+        (total, off), (full, full_off) = self.features(kept), self.unpruned
+        return self.baseline_ms + self.scale * (total - full) + self.reorder_ms * (off - full_off)
+
+    @functools.cached_property
+    def unpruned(self) -> tuple[float, float]:
+        return self.features({})
+
+    def calibrate(self, anchors: list[tuple[dict[str, tuple[float, float]], float]]) -> None:
+        """Fit scale and reorder cost on whole-model anchors: (channels kept per layer, ms / baseline ms)."""
+        from scipy.optimize import nnls
+
+        full = np.array(self.features({}))
+        x = np.array([np.array(self.features(kept)) - full for kept, _ in anchors])
+        y = np.array([(ratio - 1.0) * self.baseline_ms for _, ratio in anchors])
+        if len(anchors) >= 2 and np.abs(x[:, 0]).sum() > 0:
+            (self.scale, self.reorder_ms), _ = nnls(x, y)  # both non-negative: least squares through the baseline
+            self.scale = max(float(self.scale), 1e-3)
+        self.anchors = [{"ratio": ratio, "layers_ms": float(full[0] + dx[0]), "off_activations_m": float(full[1] + dx[1])}
+                        for (_, ratio), dx in zip(anchors, x)]
+
+    def check(self, expected: dict[str, Any], source: str = "latency table") -> None:
+        """Refuse a table built for something else, naming the first thing that differs."""
+        for field, value in expected.items():
+            if self.key.get(field) != value:
+                raise PdsearchError(f"{source} was built for {field} {self.key.get(field)!r}, this search's is "
+                                    f"{value!r}: build one for it with pdsearch latency-table")
+
+    def check_layers(self, shapes: dict[str, LayerShape], source: str = "latency table") -> None:
+        """Refuse a table of another model structure, naming the first layer that differs."""
+        if structure_digest(shapes) == self.key.get("structure"):
+            return
+        mine = {name: self.tables[key].shape for name, key in self.layers.items()}
+        for name in dict.fromkeys([*shapes, *mine]):
+            theirs, ours = mine.get(name), shapes.get(name)
+            if theirs is None or ours is None:
+                raise PdsearchError(f"{source} does not fit this model: layer {name!r} is missing from "
+                                    f"{'the table' if theirs is None else 'this model'}")
+            a, b = (theirs.in_channels, theirs.out_channels), (ours.in_channels, ours.out_channels)
+            if a != b or theirs.kernel != ours.kernel or theirs.groups != ours.groups:
+                raise PdsearchError(f"{source} does not fit this model: layer {name!r} has {a[0]}->{a[1]} channels "
+                                    f"in the table, {b[0]}->{b[1]} here (build one for it with pdsearch latency-table)")
+        raise PdsearchError(f"{source} does not fit this model (build one for it with pdsearch latency-table)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": VERSION, "key": self.key, "baseline_ms": self.baseline_ms, "block": self.block,
+                "scale": self.scale, "reorder_ms": self.reorder_ms, "seconds": self.seconds, "anchors": self.anchors,
+                "layers": self.layers,
+                "tables": {k: {"shape": dataclasses.asdict(t.shape), "grids": t.grids} for k, t in self.tables.items()}}
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LatencyTable":
+        if data.get("version") != VERSION:
+            raise ValueError(f"version {data.get('version')!r}, this pdsearch reads {VERSION}")
+        block = int(data["block"])
+        tables = {k: LayerTable(LayerShape(**{f: tuple(v) if isinstance(v, list) else v for f, v in t["shape"].items()}),
+                                t["grids"], block) for k, t in data["tables"].items()}
+        return cls(data["key"], data["layers"], tables, float(data["baseline_ms"]), block, float(data["scale"]),
+                   float(data["reorder_ms"]), float(data.get("seconds", 0.0)), data.get("anchors", []))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise PdsearchError(f"latency table {str(path)!r} does not exist (build one with pdsearch latency-table)") \
+                from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PdsearchError(f"latency table {str(path)!r} cannot be read: {exc}") from None
+
+
+def table_key(model_name: str, shapes: dict[str, LayerShape], input_size: int, batch_size: int, runtime: str,
+              threads: int | None, device: torch.device) -> dict[str, Any]:
+    return {"model": model_name, "structure": structure_digest(shapes), "input_size": input_size,
+            "batch_size": batch_size, "runtime": runtime, "threads": threads,
+            "device": device_name(device, threads).rsplit(" (", 1)[0]}
+
+
+# The whole-model calibration: homogeneous rates, on STEP (round_to 8) and off it (round_to 1)
+ANCHORS = ((0.25, STEP), (0.5, STEP), (0.2, 1), (0.35, 1), (0.6, 1))
+
+
+def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
+                runtime: str = "onnxruntime", threads: int | None = None, batch_size: int = 1, points: int = 6,
+                warmup: int = 5, runs: int = 20, report: Progress | None = None) -> LatencyTable:
+    """Time every distinct layer shape of ``model`` at sampled channel counts on this machine, then the whole
+    model unpruned and at the ANCHORS rates (the calibration)."""
+    start = time.time()
+    example = torch.randn(batch_size, in_channels, input_size, input_size)
+    shapes = layer_shapes(model, example[:1])
+    unique = {s.key: s for s in shapes.values()}
+    block = RUNTIMES[runtime].channel_multiple
+    plans = {k: _grid_points(s, points) for k, s in unique.items()}
+    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values()) + len(ANCHORS)
+    done, tables = 0, {}
+    with torch_threads(threads):
+        whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
+        for key, shape in unique.items():
+            grids = {}
+            for name, (ins, outs) in plans[key].items():
+                ms = []
+                for cin in ins:
+                    ms.append([_time_layer(shape, cin, cout, runtime, batch_size, threads, warmup, runs) for cout in outs])
+                    done += len(outs)
+                    if report:
+                        report(done, total)
+                grids[name] = {"ins": ins, "outs": outs, "ms": ms}
+            tables[key] = LayerTable(shape, grids, block)
+        baselines, anchors = [], []
+        structure = analyze(copy.deepcopy(model), input_size, in_channels)
+        for rate, round_to in ANCHORS:
+            pruned = analyze(copy.deepcopy(model), input_size, in_channels)
+            rates = [g.channels_to_prune(rate, round_to) / g.channels for g in structure.groups]
+            pruned = prune(pruned, rates).eval()
+            mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, max(runs, 30),
+                                            rounds=5)  # the calibration rests on these five: time them longer
+            kept = {name: (s.in_channels, s.out_channels) for name, s in layer_shapes(pruned, example[:1]).items()}
+            anchors.append((kept, mine.median_ms / theirs.median_ms))
+            baselines.append(theirs.median_ms)
+            done += 1
+            if report:
+                report(done, total)
+    layers = {name: s.key for name, s in shapes.items()}
+    table = LatencyTable(table_key(model_name, shapes, input_size, batch_size, runtime, threads, torch.device("cpu")),
+                         layers, tables, float(np.median(baselines)), block)
+    table.calibrate(anchors)
+    table.seconds = round(time.time() - start, 1)
+    return table
+
+
+def kept_channels(cost_model, table: LatencyTable, pruned: Sequence[float]) -> dict[str, tuple[float, float]]:
+    """(in, out) channels each table layer keeps after removing ``pruned[g]`` channels of group g."""
+    pruned = np.asarray(pruned, dtype=float)
+    cut_out, cut_in = cost_model.remove_out @ pruned, cost_model.remove_in @ pruned
+    kept = {}
+    for name in table.layers:
+        i = cost_model.index.get(name)
+        if i is None:
+            continue
+        shape = table.tables[table.layers[name]].shape
+        if shape.depthwise:
+            c = shape.out_channels - max(cut_out[i], cut_in[i])
+            kept[name] = (c, c)
+        else:
+            kept[name] = (shape.in_channels - cut_in[i], shape.out_channels - cut_out[i])
+    return kept

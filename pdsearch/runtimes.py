@@ -1,0 +1,35 @@
+"""The runtimes latency is measured on, each declared once (torch-free, so config validation reads it).
+
+A runtime prepares a model for timing and names what it needs installed; the
+implementation lives in ``pdsearch.cost.latency``. Adding one (TensorRT, OpenVINO) is a
+session function there plus one line here.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from pdsearch.errors import PdsearchError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    session: str  # import path: (model, example batch, threads) -> a callable running one forward pass
+    requires: str | None = None  # the module it imports
+    extra: str | None = None  # the pdsearch extra that installs it
+    # CPU kernels take a channel count that is a multiple of this in their fast layout (ONNX Runtime's NCHWc
+    # transform, checked on its optimised graph: 60 channels are reordered to NCHWc, 61-63 stay NCHW)
+    channel_multiple: int = 8
+
+    def check_installed(self) -> None:
+        if self.requires and importlib.util.find_spec(self.requires) is None:
+            raise PdsearchError(f"latency runtime {self.name!r} needs {self.requires}, which is not installed: "
+                                f'pip install -e ".[{self.extra}]"')
+
+
+RUNTIMES: dict[str, Runtime] = {
+    "torch": Runtime("torch", "pdsearch.cost.latency:torch_session"),  # eager PyTorch, what trials train in
+    "onnxruntime": Runtime("onnxruntime", "pdsearch.cost.latency:onnxruntime_session", requires="onnxruntime",
+                           extra="onnx", channel_multiple=4),
+}
