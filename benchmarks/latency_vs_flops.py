@@ -1,11 +1,13 @@
 """FLOPs reduction against measured CPU latency reduction: where fewer FLOPs do not mean faster.
 
     python benchmarks/latency_vs_flops.py [--models resnet18,mobilenet_v2] [--budgets 30,50,70] [--input-size 224]
+                                          [--runtimes torch,onnxruntime]
 
 For each model, PD1-PD5 and the data-driven allocators (sensitivity, loss_aware) at each
 FLOPs budget, with and without round_to 8, really pruned and timed against the unpruned
-model side by side (batch 1, the trial's own method: warm-up, median of timed runs,
-alternating rounds). Prints a table and writes latency_vs_flops.png.
+model side by side on each runtime (PyTorch eager, ONNX Runtime's CPU provider; batch 1,
+the trial's own method: warm-up, median of timed runs, alternating rounds). Prints a
+table with the runtimes side by side and writes latency_vs_flops.png.
 
 Latency depends on the shapes alone, so the timed models have untrained weights. The
 data-driven allocators need a trained model and data: each model is trained briefly on
@@ -28,6 +30,7 @@ from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
+from pdsearch.runtimes import RUNTIMES
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import build_baseline
 from pdsearch.trial.sensitivity import compute_profile
@@ -66,9 +69,13 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--train-epochs", type=int, default=3, help="digits training before the data-driven allocations")
+    parser.add_argument("--runtimes", default="torch,onnxruntime")
     parser.add_argument("--out", default="latency_vs_flops.png")
     args = parser.parse_args()
     size, rows = args.input_size, []
+    runtimes = args.runtimes.split(",")
+    for runtime in runtimes:
+        RUNTIMES[runtime].check_installed()
     budgets = [float(b) for b in args.budgets.split(",")]
     for model in args.models.split(","):
         threads = torch.get_num_threads()
@@ -86,27 +93,35 @@ def main() -> None:
                     else:
                         plan = planner.plan(policy)
                     pruned = prune(analyze(copy.deepcopy(baseline), size), plan.rates).eval()
-                    mine, theirs = compare(pruned, baseline, batch, warmup=5, runs=args.runs)
-                    rows.append({"model": model, "round_to": round_to, "budget": budget, "pd": pd_name,
-                                 "flops_red_%": plan.flops["reduction_pct"],
-                                 "latency_red_%": reduction_pct(mine.median_ms, theirs.median_ms),
-                                 "latency_ms": mine.median_ms, "baseline_ms": theirs.median_ms})
-                    print(f"{model} round_to {round_to} {budget:g}% {pd_name}: FLOPs -{plan.flops['reduction_pct']:.1f}%, "
-                          f"latency reduced {rows[-1]['latency_red_%']:+.1f}% ({mine.median_ms:.2f} vs {theirs.median_ms:.2f} ms)",
-                          flush=True)
+                    for runtime in runtimes:
+                        mine, theirs = compare(pruned, baseline, batch, warmup=5, runs=args.runs, runtime=runtime,
+                                               threads=threads)
+                        rows.append({"model": model, "runtime": runtime, "round_to": round_to, "budget": budget,
+                                     "pd": pd_name, "flops_red_%": plan.flops["reduction_pct"],
+                                     "latency_red_%": reduction_pct(mine.median_ms, theirs.median_ms),
+                                     "latency_ms": mine.median_ms, "baseline_ms": theirs.median_ms})
+                        print(f"{model} {runtime} round_to {round_to} {budget:g}% {pd_name}: "
+                              f"FLOPs -{plan.flops['reduction_pct']:.1f}%, latency reduced "
+                              f"{rows[-1]['latency_red_%']:+.1f}% ({mine.median_ms:.2f} vs {theirs.median_ms:.2f} ms)",
+                              flush=True)
     table = pd.DataFrame(rows)
-    print(f"\nCPU, {torch.get_num_threads()} threads, batch 1, {size}x{size}")
-    print(table.to_markdown(index=False, floatfmt=".2f"))
+    print(f"\nCPU, {torch.get_num_threads()} threads, batch 1, {size}x{size}; latency reduction (%) per runtime")
+    side = table.pivot_table(index=["model", "round_to", "budget", "pd", "flops_red_%"], columns="runtime",
+                             values="latency_red_%", sort=False).reset_index()
+    print(side.to_markdown(index=False, floatfmt=".2f"))
     gap = table.assign(gap=table["flops_red_%"] - table["latency_red_%"])
-    print("\nmean (FLOPs reduction - latency reduction), points, by model and round_to:")
-    print(gap.groupby(["model", "round_to"])["gap"].mean().unstack().to_markdown(floatfmt=".2f"))
+    print("\nmean (FLOPs reduction - latency reduction), points, by model, runtime and round_to:")
+    print(gap.groupby(["model", "runtime", "round_to"])["gap"].mean().unstack().to_markdown(floatfmt=".2f"))
+    slower = gap.assign(slower=gap["latency_red_%"] < 0)
+    print("\npolicies slower than their baseline, by model and runtime:")
+    print(slower.groupby(["model", "runtime"])["slower"].agg(["sum", "count"]).to_markdown())
     kind = gap.assign(allocation=gap["pd"].map(lambda p: p if p in DATA_DRIVEN else "PD1-PD5"))
     print("\n... by allocation (both round_to):")
-    print(kind.groupby(["model", "allocation"])["gap"].mean().unstack().to_markdown(floatfmt=".2f"))
-    models = table["model"].unique()
-    fig = Figure(figsize=(6 * len(models), 4.5), layout="constrained")
-    for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
-        part = table[table["model"] == model]
+    print(kind.groupby(["model", "runtime", "allocation"])["gap"].mean().unstack().to_markdown(floatfmt=".2f"))
+    panels = list(table.groupby(["runtime", "model"], sort=False).groups)
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for ax, (runtime, model) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        part = table[(table["model"] == model) & (table["runtime"] == runtime)]
         for round_to, marker in ((1, "o"), (8, "s")):
             colour = f"C{round_to // 8}"
             for data_driven in (False, True):  # hollow: the data-driven allocations
@@ -116,7 +131,8 @@ def main() -> None:
                            label=f"round_to {round_to}, " + ("sensitivity / loss_aware" if data_driven else "PD1-PD5"))
         top = float(part["flops_red_%"].max())
         ax.plot([0, top], [0, top], color="grey", ls=":", lw=1, label="latency falls as FLOPs do")
-        ax.set(xlabel="FLOPs reduction (%)", ylabel="measured latency reduction (%)", title=f"{model}, CPU, batch 1")
+        ax.set(xlabel="FLOPs reduction (%)", ylabel="measured latency reduction (%)",
+               title=f"{model}, {runtime}, CPU, batch 1")
     save(fig, args.out)
 
 

@@ -12,6 +12,8 @@ from pdsearch.policy import Policy, SensitivityProfile
 from pdsearch.policy.allocators.loss_aware import LossAwareSettings
 from pdsearch.pruning import analyze, prune
 
+from configs import tiny_config
+
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5"]
 # residual (resnet18/50, regnet with grouped convs), depthwise (mobilenet_v2/v3, efficientnet), plain (vgg11_bn)
 
@@ -185,3 +187,53 @@ def test_round_to_keeps_multiples_of_eight_and_the_cost_model_exact(planners, mo
         counted = count_cost(pruned, planner.structure.example_input)
         assert counted.flops == pytest.approx(p.flops["pruned"], rel=5e-4)
         assert counted.params == p.params["pruned"]
+
+
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet20", "timm/mobilenetv3_small_050"])
+def test_the_profile_runs_only_what_follows_each_group_and_measures_what_the_whole_model_does(model_name, monkeypatch):
+    """Cut at each group's first producer (torch.fx), against the same measurement on the whole model."""
+    from pdsearch.policy.allocators.sensitivity import SensitivitySettings
+    from pdsearch.trial import probing
+    from pdsearch.trial.baseline import model_and_data
+
+    if model_name.startswith("timm/"):
+        pytest.importorskip("timm")
+    model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 16}))
+    assert probing.PrefixSplit(model).traced is not None  # the cut path, not the fallback
+    settings = SensitivitySettings(rates=[0.3, 0.8], bn_batches=2, eval_batches=1)
+    cut = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
+
+    def untraceable(self, root):
+        raise RuntimeError("as if fx could not trace it")
+
+    monkeypatch.setattr(probing._Tracer, "trace", untraceable)
+    whole = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
+    assert cut.groups == whole.groups
+    np.testing.assert_allclose(cut.loss, whole.loss, rtol=1e-4, atol=1e-5)
+    one_image = 100.0 / 64  # an image on the edge may flip with float rounding
+    assert np.abs(np.array(cut.accuracy) - np.array(whole.accuracy)).max() <= one_image
+
+
+@pytest.mark.parametrize("model_name", ["small_cnn", "resnet20"])
+def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_chooses(model_name, monkeypatch):
+    from pdsearch.planning import Planner
+    from pdsearch.trial import probing
+    from pdsearch.trial.baseline import model_and_data
+
+    model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 16}))
+    planner = Planner(copy.deepcopy(model), num_classes=10, input_size=16, in_channels=data.in_channels)
+    settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], retrain_every=20, retrain_steps=2)}
+
+    def allocate():
+        probe = probing.loss_probe_factory(model, data, 0.02, torch.device("cpu"))
+        return planner.plan(Policy(budget=60, pd="loss_aware"), settings=settings, probe=probe)
+
+    cut = allocate()
+
+    def untraceable(self, root):
+        raise RuntimeError("as if fx could not trace it")
+
+    monkeypatch.setattr(probing._Tracer, "trace", untraceable)
+    whole = allocate()
+    assert cut.rates == whole.rates and cut.criteria == whole.criteria
+    assert abs(cut.flops["reduction_pct"] - 60) <= 0.5

@@ -9,14 +9,19 @@ consumer then sees zeros on those channels, exactly as if they had been removed.
   on training batches, loss and accuracy on a held-out slice of the training data.
 - ``TorchLossProbe``: what loss-aware allocation asks (loss with one more slice off, per
   criterion), with short retraining that keeps switched-off channels at zero.
+
+Both run only the network after the group (``PrefixSplit``): what runs before its first
+producer is the same with the group off, and is computed once per batch.
 """
 from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.fx
 from torch import nn
 
 from pdsearch.data.bundle import DataBundle
@@ -81,8 +86,10 @@ class ChannelSwitch:
 
 
 @torch.no_grad()
-def loss_and_accuracy(model: nn.Module, batches: Batches) -> tuple[float, float]:
-    model.eval()
+def loss_and_accuracy(model: nn.Module | Callable, batches: list) -> tuple[float, float]:
+    """On (input, labels) batches; ``model`` is run as it is (a module is put in eval mode first)."""
+    if isinstance(model, nn.Module):
+        model.eval()
     loss = correct = seen = 0.0
     for x, y in batches:
         logits = model(x).float()
@@ -97,6 +104,84 @@ def training_batches(data: DataBundle, device: torch.device, count: int, seed: i
     return list(itertools.islice(data.batches("train", device, train=True, seed=seed), count))
 
 
+class PrefixSplit:
+    """The model cut where a group's channels are first switched off: the part before is run once per batch.
+
+    Whatever runs before the first layer that produces a group's channels computes the
+    same with the group switched off, so its outputs on the fixed batches are kept and
+    each measurement runs only the rest (torch.fx splits the graph; a model fx cannot
+    trace is run whole). BatchNorm layers before the cut keep the reference's statistics,
+    which their re-estimation would reproduce exactly.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        try:
+            self.traced: torch.fx.GraphModule | None = torch.fx.GraphModule(model, _Tracer().trace(model))
+        except Exception:  # dynamic control flow, or an op fx cannot trace
+            self.traced = None
+
+    def at(self, modules: set[str]) -> Cut:
+        """The cut before the first node that calls or reads one of ``modules``."""
+        norms = {n: m for n, m in self.model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        if self.traced is None:
+            return Cut(0, lambda x: (x,), lambda live_values: self.model(*live_values), list(norms.values()))
+        nodes = list(self.traced.graph.nodes)
+        cut = next((i for i, n in enumerate(nodes) if _owner(n) in modules), 0)
+        before, after = nodes[:cut], set(nodes[cut:])
+        live = [n for n in before if any(user in after for user in n.users)]
+        prefix_graph, suffix_graph = torch.fx.Graph(), torch.fx.Graph()
+        env: dict = {}
+        for node in before:
+            env[node] = prefix_graph.node_copy(node, lambda a: env[a])
+        prefix_graph.output(tuple(env[n] for n in live))
+        env = {n: suffix_graph.placeholder(f"live_{i}") for i, n in enumerate(live)}
+        for node in nodes[cut:]:
+            env[node] = suffix_graph.node_copy(node, lambda a: env[a])
+        prefix = torch.fx.GraphModule(self.traced, prefix_graph)
+        suffix = torch.fx.GraphModule(self.traced, suffix_graph)
+        run_after = {_owner(n) for n in nodes[cut:]}
+        return Cut(cut, prefix, lambda live_values: suffix(*live_values), [m for n, m in norms.items() if n in run_after])
+
+
+@dataclass
+class Cut:
+    index: int  # of the first node after the cut, in the traced graph's order
+    prefix: Callable  # input -> the values the rest reads (a tuple)
+    suffix: Callable  # those values -> the model's output
+    norms: list[nn.Module]  # the BatchNorm layers the suffix runs
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps every BatchNorm whole (timm's BatchNormAct2d too): traced through, its forward's
+    train/eval branch would be frozen as it was at tracing."""
+
+    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
+        return isinstance(m, nn.modules.batchnorm._BatchNorm) or super().is_leaf_module(m, qualified_name)
+
+
+def _owner(node: torch.fx.Node) -> str | None:
+    """The module a node calls, or whose parameter or buffer it reads."""
+    if node.op == "call_module":
+        return str(node.target)
+    if node.op == "get_attr":
+        return str(node.target).rpartition(".")[0]
+    return None
+
+
+@torch.no_grad()
+def _reestimate(norms: list[nn.Module], forward: Callable, inputs: list) -> None:
+    """recalibrate_batchnorm for ``norms`` only, through ``forward``."""
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    for x in inputs:
+        forward(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+
+
 def measure_sensitivity(model: nn.Module, data: DataBundle, criterion: str, settings: SensitivitySettings,
                         device: torch.device, seed: int = 0, key: str = "",
                         on_group: Callable[[int, int], None] | None = None) -> SensitivityProfile:
@@ -107,22 +192,34 @@ def measure_sensitivity(model: nn.Module, data: DataBundle, criterion: str, sett
     switch = ChannelSwitch(model, data.input_size, data.in_channels, device)
     batches = training_batches(data, device, settings.eval_batches + settings.bn_batches, seed)
     held_out, calibration = batches[: settings.eval_batches], batches[settings.eval_batches:]
-    state = copy.deepcopy(switch.model.state_dict())
     recalibrate_batchnorm(switch.model, calibration)  # the reference sees the same re-estimation
+    reference = copy.deepcopy(switch.model.state_dict())
     base_loss, base_accuracy = loss_and_accuracy(switch.model, held_out)
+    split = PrefixSplit(switch.model)
+    names = {m: n for n, m in switch.model.named_modules()}
     accuracy, loss = [], []
     if on_group:
         on_group(0, len(switch.groups))
     for g, group in enumerate(switch.groups):
         score = switch.score(g, criterion, calibration)
+        cut = split.at({names[module] for module, _, _ in switch.producers[g]})
+        with torch.no_grad():  # the reference's values at the cut, in train mode and in eval mode
+            switch.model.load_state_dict(reference)
+            switch.model.train()
+            calibration_live = [cut.prefix(x) for x, _ in calibration]
+            switch.model.load_state_dict(reference)  # undo what train mode did to the statistics
+            switch.model.eval()
+            held_out_live = [(cut.prefix(x), y) for x, y in held_out]
         row_acc, row_loss = [], []
         for rate in settings.rates:
             n_prune = group.channels_to_prune(min(rate, 0.999))
-            switch.model.load_state_dict(state)
+            switch.model.load_state_dict(reference)
             if n_prune:
                 switch.switch_off(g, lowest_channels(score, group, n_prune))
-                recalibrate_batchnorm(switch.model, calibration)
-            measured_loss, measured_acc = loss_and_accuracy(switch.model, held_out)
+                switch.model.train()
+                _reestimate(cut.norms, cut.suffix, calibration_live)
+                switch.model.eval()
+            measured_loss, measured_acc = loss_and_accuracy(cut.suffix, held_out_live)
             row_loss.append(round(measured_loss, 6))
             row_acc.append(round(measured_acc, 4))
         accuracy.append(row_acc)
@@ -148,6 +245,10 @@ class TorchLossProbe:
         self.scores: dict[tuple[int, str], torch.Tensor] = {}  # valid until weights change (retraining)
         self.losses: dict[tuple[int, tuple[int, ...]], float] = {}  # valid until the next commit
         self.bursts = 0
+        split, names = PrefixSplit(self.switch.model), {m: n for n, m in self.switch.model.named_modules()}
+        self.cuts = [split.at({names[m] for m, _, _ in producers}) for producers in self.switch.producers]
+        # group -> the loss batches' values at its cut: valid until a weight before the cut changes
+        self.live: dict[int, list] = {}
 
     def loss(self) -> float:
         return loss_and_accuracy(self.switch.model, self.batches)[0]
@@ -163,9 +264,14 @@ class TorchLossProbe:
         channels = self._channels(group, criterion, removed)
         key = (group, tuple(channels))  # criteria often agree (l1 and l2): measure each channel set once
         if key not in self.losses:
+            cut = self.cuts[group]
+            self.switch.model.eval()
+            if group not in self.live:
+                with torch.no_grad():
+                    self.live[group] = [(cut.prefix(x), y) for x, y in self.batches]
             saved = self.switch.switch_off(group, channels)
             try:
-                self.losses[key] = self.loss()
+                self.losses[key] = loss_and_accuracy(cut.suffix, self.live[group])[0]
             finally:
                 self.switch.restore(saved)
         return self.losses[key]
@@ -174,6 +280,8 @@ class TorchLossProbe:
         self.losses.clear()
         self.off[group] = self._channels(group, criterion, removed)
         self.switch.switch_off(group, self.off[group])
+        # the groups cut after this one's first producer computed their values with it whole
+        self.live = {g: v for g, v in self.live.items() if self.cuts[g].index <= self.cuts[group].index}
 
     def retrain(self) -> None:
         """A few SGD steps; switched-off channels are zeroed again after each."""
@@ -192,6 +300,7 @@ class TorchLossProbe:
         model.eval()
         self.scores.clear()
         self.losses.clear()
+        self.live.clear()
 
 
 def loss_probe_factory(model: nn.Module, data: DataBundle, lr: float, device: torch.device, seed: int = 0
