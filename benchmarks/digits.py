@@ -4,11 +4,13 @@ from typing import Any
 from pdsearch.config import SearchConfig, parse_config
 
 
-def digits_config(name: str, model: str, budgets: list[float], pds: list[str], **finetune: Any) -> SearchConfig:
-    """A search config at FLOPs budgets ``budgets`` over ``pds``; ``finetune`` overrides the 3-epoch fine-tune."""
+def digits_config(name: str, model: str, budgets: list[float], pds: list[str],
+                  allocators: dict[str, Any] | None = None, **finetune: Any) -> SearchConfig:
+    """A search config at FLOPs budgets ``budgets`` over ``pds``; ``finetune`` overrides the 3-epoch fine-tune,
+    ``allocators`` the allocators' settings (space.allocators)."""
     return parse_config({
         "name": name, "data": {"dataset": "digits", "input_size": 16},
         "model": {"name": model}, "baseline": {"epochs": 15, "lr": 0.05},
         "finetune": {"epochs": 3, "lr": 0.02, **finetune},
-        "space": {"budget": {"flops_reduction": {"values": budgets}}, "pd": pds},
+        "space": {"budget": {"flops_reduction": {"values": budgets}}, "pd": pds, "allocators": allocators or {}},
     })

@@ -198,9 +198,9 @@ def test_the_profile_runs_only_what_follows_each_group_and_measures_what_the_who
 
     if model_name.startswith("timm/"):
         pytest.importorskip("timm")
-    model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 16}))
+    model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 8}))
     assert probing.PrefixSplit(model).traced is not None  # the cut path, not the fallback
-    settings = SensitivitySettings(rates=[0.3, 0.8], bn_batches=2, eval_batches=1)
+    settings = SensitivitySettings(rates=[0.3, 0.8], bn_batches=1, eval_batches=1)
     cut = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
 
     def untraceable(self, root):
