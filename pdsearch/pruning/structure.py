@@ -28,7 +28,7 @@ PRUNABLE_ROOTS = (nn.Conv2d, nn.Linear)
 GROUP_SEARCH_LIMIT_S = 60.0  # seconds; a few for a ResNet-50, unbounded on some channel-padding models
 
 
-class _GroupSearchTimeout(Exception):
+class _GroupSearchTimeout(BaseException):  # not an Exception: no `except Exception` on the way swallows it
     pass
 
 
@@ -166,7 +166,8 @@ def analyze(model: nn.Module, input_size: int, in_channels: int = 3) -> ModelStr
     except _GroupSearchTimeout:
         raise PdsearchError(
             f"model cannot be pruned structurally: Torch-Pruning's search for its channel groups did not finish "
-            f"in {GROUP_SEARCH_LIMIT_S:g} s (seen on ReXNet, whose residuals add into a slice of the channels and concatenate the rest)") from None
+            f"in {GROUP_SEARCH_LIMIT_S:g} s (seen on ReXNet, whose residuals add into a slice of the channels "
+            f"and concatenate the rest)") from None
     except Exception as exc:
         raise PdsearchError(
             f"model cannot be pruned structurally: Torch-Pruning could not trace its channel "
