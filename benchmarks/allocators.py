@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 import torch
-from digits import digits_config
+from digits import digits_config, parse_digits_args
 
 from pdsearch.trial.baseline import build_baseline
 from pdsearch.trial.sensitivity import compute_profile
@@ -24,13 +24,9 @@ PDS = ["PD1", "PD2", "PD3", "PD4", "PD5", "sensitivity", "loss_aware"]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", default="50,70,85")
-    parser.add_argument("--models", default="small_cnn,resnet20")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tune epochs per trial")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args, budgets = parse_digits_args(parser)
     cpu = torch.device("cpu")
-    budgets = [float(b) for b in args.budgets.split(",")]
     rows = []
     for model in args.models.split(","):
         cfg = digits_config(f"allocators-{model}", model, budgets, PDS, epochs=args.epochs)

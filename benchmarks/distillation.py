@@ -13,7 +13,7 @@ import time
 
 import pandas as pd
 import torch
-from digits import digits_config
+from digits import digits_config, parse_digits_args
 
 from pdsearch.trial.baseline import build_baseline
 from pdsearch.trial.sensitivity import compute_profile
@@ -22,17 +22,14 @@ from pdsearch.trial.trial import run_trial
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default="small_cnn,resnet20")
-    parser.add_argument("--budgets", default="70,85")
     parser.add_argument("--pds", default="PD3,sensitivity")
     parser.add_argument("--epochs", default="1,3,9")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--weight", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=4.0)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args, budgets = parse_digits_args(parser, budgets="70,85")
     cpu = torch.device("cpu")
-    budgets, pds = [float(b) for b in args.budgets.split(",")], args.pds.split(",")
+    pds = args.pds.split(",")
     rows = []
     for model in args.models.split(","):
         base_cfg = digits_config(f"distill-{model}", model, budgets, pds, distill={"temperature": args.temperature})

@@ -14,7 +14,7 @@ import json
 
 import pandas as pd
 import torch
-from digits import digits_config
+from digits import digits_config, parse_digits_args
 
 from pdsearch.trial.baseline import build_baseline
 from pdsearch.trial.trial import run_trial
@@ -22,15 +22,11 @@ from pdsearch.trial.trial import run_trial
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", default="small_cnn,resnet20")
-    parser.add_argument("--budgets", default="50,70,85")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--settings", nargs="+", default=["{}"], help="loss_aware settings (JSON) over the defaults")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args, budgets = parse_digits_args(parser)
     cpu = torch.device("cpu")
-    budgets = [float(b) for b in args.budgets.split(",")]
     rows = []
     for model in args.models.split(","):
         variants = [digits_config(f"loss-aware-{model}", model, budgets, ["loss_aware"],

@@ -38,10 +38,10 @@ class MLflowSession:
     def __init__(self, cfg: SearchConfig, run_dir: Path) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.uri = cfg.search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        given = cfg.search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        self.uri = given or f"sqlite:///{run_dir}/mlflow.db"
         # a store of our own keeps its artifacts beside it, not in ./mlruns of wherever the driver started
-        artifacts = None if self.uri else (run_dir / "mlruns").as_uri()
-        self.uri = self.uri or f"sqlite:///{run_dir}/mlflow.db"
+        artifacts = None if given else (run_dir / "mlruns").as_uri()
         self.client = MlflowClient(self.uri)
         experiment = self.client.get_experiment_by_name(cfg.name)
         self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
