@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--policies", type=int, default=40)
     parser.add_argument("--points", type=int, default=6, help="channel counts sampled per layer axis")
     parser.add_argument("--runs", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds, pruned against baseline")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds, pruned against baseline")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows, builds = [], []

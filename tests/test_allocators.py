@@ -237,3 +237,33 @@ def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_choos
     whole = allocate()
     assert cut.rates == whole.rates and cut.criteria == whole.criteria
     assert abs(cut.flops["reduction_pct"] - 60) <= 0.5
+
+
+def test_a_loss_aware_path_to_the_largest_budget_holds_every_smaller_allocation():
+    """The search measures one greedy path per run; each trial's allocation is its prefix, exactly the direct one."""
+    from pdsearch.planning import Planner
+    from pdsearch.policy.allocators.loss_aware import LossAware, path_key
+    from pdsearch.trial import probing
+    from pdsearch.trial.baseline import model_and_data
+
+    model, data = model_and_data(tiny_config(data={"input_size": 16}))
+    planner = Planner(copy.deepcopy(model), num_classes=10, input_size=16, in_channels=data.in_channels)
+    settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], retrain_every=15, retrain_steps=2)}
+    built = []
+
+    def probe(s):
+        built.append(s)
+        return probing.loss_probe_factory(model, data, 0.02, torch.device("cpu"))(s)
+
+    direct = {b: planner.plan(Policy(budget=b, pd="loss_aware"), settings=settings, probe=probe) for b in (30, 60)}
+    largest = Policy(budget=60, pd="loss_aware")
+    problem = planner.problem(largest, settings=settings, probe=probe)
+    path = LossAware().path(largest, problem, 0.60)
+    assert len(built) == 3 and not path.exhausted and path.steps[-1].reduction >= 0.5995
+    paths = {path_key(largest, problem): path}
+    for budget, alone in direct.items():
+        read = planner.plan(Policy(budget=budget, pd="loss_aware"), settings=settings, paths=paths, probe=probe)
+        assert read.rates == alone.rates and read.criteria == alone.criteria
+    assert len(built) == 3  # read from the path: no probe built, no loss measured
+    planner.plan(Policy(budget=30, pd="loss_aware", seed=1), settings=settings, paths=paths, probe=probe)
+    assert len(built) == 4  # another seed's greedy is another path: measured

@@ -54,9 +54,11 @@ def test_allow_weak_searches_it_anyway_and_quiet_prints_nothing_before_the_summa
     assert "trials: 1 (" in out and out.lstrip().startswith("baseline: val") and "epoch" not in out
 
 
-def test_the_search_prints_the_baselines_epochs_and_the_profiles_groups_before_the_first_trial(
+def test_the_search_prints_the_baselines_epochs_the_profiles_groups_and_the_loss_aware_path_before_the_first_trial(
         ray_session, tmp_path, capsys):
-    cfg = tiny_config(space={"pd": ["sensitivity"], "gpr": None, "budget": {"flops_reduction": {"values": [40]}}},
+    cfg = tiny_config(space={"pd": ["sensitivity", "loss_aware"], "gpr": None,
+                             "budget": {"flops_reduction": {"values": [20, 40]}},
+                             "allocators": {"loss_aware": {"retrain_steps": 2}}},
                       search={"num_trials": 1})
     config = tmp_path / "s.yaml"
     config.write_text(cfg.to_yaml())
@@ -67,3 +69,7 @@ def test_the_search_prints_the_baselines_epochs_and_the_profiles_groups_before_t
     groups = [line for line in out.splitlines() if "tiny: sensitivity profile, group" in line]
     assert groups[0].endswith("group 0/5, ETA -") and "group 5/5, done in" in groups[-1]
     assert out.index("sensitivity profile, group 5/5") < out.index("trials: 1 (")
+    path = [line for line in out.splitlines() if "tiny: loss-aware path, percent of flops removed" in line]
+    assert path[0].endswith("removed 0/40, ETA -") and "removed 40/40, done in" in path[-1]  # to the largest budget
+    assert out.index("loss-aware path, percent of flops removed 40/40") < out.index("trials: 1 (")
+    assert len(list((tmp_path / "run" / "baseline").glob("loss-aware-paths-*.json"))) == 1

@@ -61,6 +61,7 @@ from pdsearch.searching.schedulers import SCHEDULERS
 from pdsearch.searching.searcher import PolicySearcher
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
+from pdsearch.trial.loss_path import cached_paths, compute_paths, needs_paths, save_paths
 from pdsearch.trial.sensitivity import cached_profile, compute_profile, needs_profile, save_profile
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import run_trial
@@ -123,12 +124,13 @@ def distils(cfg: SearchConfig) -> bool:
 
 
 def _trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any],
-               profile: SensitivityProfile | None, latency_table: dict[str, Any] | None = None) -> None:
+               profile: SensitivityProfile | None, latency_table: dict[str, Any] | None = None,
+               loss_paths: dict[str, Any] | None = None) -> None:
     cfg = parse_config(settings)  # its plugins first: the names they register
     use_threads(cfg)
     device = default_device()
     metrics = run_trial(config, cfg, baseline, device, profile, report=tune.report,  # per epoch, for the scheduler
-                        latency_table=latency_table)
+                        latency_table=latency_table, loss_paths=loss_paths)
     metrics["rates"] = json.dumps(metrics["rates"])
     tune.report(metrics)
 
@@ -215,6 +217,18 @@ def _profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any],
     return profile
 
 
+def _loss_paths(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any], table: dict[str, Any] | None,
+                progress: StartProgress | None) -> dict[str, Any] | None:
+    """Loss-aware allocation's greedy paths, where the space has it: cached, or measured once as a Ray task."""
+    if not needs_paths(cfg):
+        return None
+    paths = cached_paths(cfg, run_dir)
+    if paths is None:
+        paths = _run_task(cfg, compute_paths, baseline, table, progress=progress)
+        save_paths(cfg, paths, run_dir)
+    return paths
+
+
 def tune_path(cfg: SearchConfig, run_dir: Path) -> str:
     """Where Ray Tune keeps the experiment (trial folders, the state ``resume`` restores)."""
     return cfg.search.tune_storage or str(run_dir / "tune")
@@ -281,9 +295,10 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
             _refuse_a_weak_baseline(cfg, baseline, model_info["num_classes"])
             profile = _profile(cfg, run_dir, baseline, starting)
             table = LatencyTable.load(run_dir / LATENCY_TABLE).to_dict() if cfg.latency.table else None
+            loss_paths = _loss_paths(cfg, run_dir, baseline, table, starting)
             trainable = tune.with_resources(
                 tune.with_parameters(_trainable, settings=cfg.model_dump(mode="json", by_alias=True),
-                                     baseline=baseline, profile=profile, latency_table=table),
+                                     baseline=baseline, profile=profile, latency_table=table, loss_paths=loss_paths),
                 {"cpu": cfg.resources.cpu, "gpu": cfg.resources.gpu},
             )
             if resume:  # same experiment, searcher and study: finished trials stay, unfinished ones rerun

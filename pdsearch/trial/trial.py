@@ -81,10 +81,11 @@ def trial_context(cfg: SearchConfig, baseline: dict[str, Any], latency_table: di
 
 
 def allocate(ctx: TrialContext, policy: Policy, cfg: SearchConfig, device: torch.device,
-             profile: SensitivityProfile | None = None) -> Plan:
-    """The policy's plan on the baseline, with whatever its allocator measures (profile, losses)."""
+             profile: SensitivityProfile | None = None, loss_paths: dict[str, Any] | None = None) -> Plan:
+    """The policy's plan on the baseline, with whatever its allocator measures (profile, losses) or reads
+    (the run's loss-aware paths)."""
     return ctx.planner.plan(
-        policy, settings=cfg.space.settings(), profile=profile,
+        policy, settings=cfg.space.settings(), profile=profile, paths=loss_paths,
         probe=loss_probe_factory(ctx.model, ctx.data, cfg.finetune.lr, device, seed=policy.seed),
     )
 
@@ -133,7 +134,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device,
               profile: SensitivityProfile | None = None, report: Report | None = None,
-              latency_table: dict[str, Any] | None = None) -> dict[str, Any]:
+              latency_table: dict[str, Any] | None = None, loss_paths: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
     """Metrics of one policy, averaged over ``space.repeats`` seeds; status 'ok' or 'failed'.
 
     The allocation and the cost depend on the policy alone; only pruning (random
@@ -149,7 +151,7 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
     cfg = cfg.with_distill(space.distill_weight(params))
     runs = []
     try:
-        plan = allocate(ctx, policy, cfg, device, profile)
+        plan = allocate(ctx, policy, cfg, device, profile, loss_paths)
         for r in range(cfg.space.repeats):
             seeded = dataclasses.replace(policy, seed=policy.seed + r)
             pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)

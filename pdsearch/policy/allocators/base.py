@@ -56,6 +56,7 @@ class Problem:
     settings: dict[str, Settings] = field(default_factory=dict)  # per allocator name
     profile: Any = None  # a SensitivityProfile of the baseline, where measured
     probe: Callable[[Settings], LossProbe] | None = None  # builds a loss probe on the baseline and data
+    paths: dict[str, Any] | None = None  # greedy paths measured once per run, by key (loss_aware.path_key)
 
     def goal(self, policy: Policy) -> Goal:
         return goal_of(policy, self.space)

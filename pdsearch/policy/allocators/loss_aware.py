@@ -9,18 +9,25 @@ passes instead of one per group and criterion. After every ``retrain_every`` poi
 removed, a few SGD steps let the remaining weights adapt, so later choices see the
 network as it will be. The outcome is per-group rates and criteria: the trial prunes
 the baseline with them, so a rerun from those two lists reproduces it exactly.
+
+Where the greedy stops changes none of its steps: the allocation at a budget is a prefix
+of the path to any larger one. A search measures the path to its largest budget once,
+before the first trial (``pdsearch.trial.loss_path``), and every trial reads its prefix.
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
+import json
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.allocators.base import Allocation, Allocator, Needs, Problem, Settings, register
+from pdsearch.policy.allocators.base import ALLOCATORS, Allocation, Allocator, Needs, Problem, Settings, register
 from pdsearch.policy.budget import refine
 from pdsearch.policy.criteria import check_criterion
 
@@ -61,10 +68,39 @@ class LossAware(Allocator):
     settings = LossAwareSettings
 
     def rates(self, policy: Policy, problem: Problem) -> Allocation:
+        goal = problem.goal(policy)
+        path = (problem.paths or {}).get(path_key(policy, problem))
+        if path is None or not path.reaches(goal.reduction):
+            path = self.path(policy, problem, goal.reduction)
+        removed, chosen, reached = path.at(goal.reduction, len(problem.channels))
+        if reached < goal.reduction - TOLERANCE:
+            raise PdsearchError(f"{goal.describe()} is out of reach with layer rates capped at "
+                                f"{100 * policy.max_rate:g}%: at most {100 * reached:.2f}%")
+        rates = refine(removed / problem.channels, goal, problem.space)
+        return Allocation(rates, [c or policy.criterion for c in chosen])
+
+    def path(self, policy: Policy, problem: Problem, until: float,
+             report: Callable[[float], None] | None = None) -> GreedyPath:
+        """The greedy's steps until ``until`` of the policy's cost is removed (or nothing more can be).
+
+        The steps do not depend on where the greedy stops, so one path to a search's largest
+        budget holds the allocation of every smaller one: a prefix. ``report`` gets the
+        reduction after each step.
+        """
         if problem.probe is None:
             raise PdsearchError("pd loss_aware measures losses on the trained baseline: use it in a search")
+        steps: list[Step] = []
+        for step in self._greedy(policy, problem):
+            steps.append(step)
+            if report:
+                report(step.reduction)
+            if step.reduction >= until - TOLERANCE:
+                return GreedyPath(steps, exhausted=False)
+        return GreedyPath(steps, exhausted=True)
+
+    def _greedy(self, policy: Policy, problem: Problem) -> Iterator[Step]:
         settings: LossAwareSettings = self.settings_of(problem)
-        space, goal = problem.space, problem.goal(policy)
+        space, metric = problem.space, problem.goal(policy).metric
         channels, per_group = problem.channels.astype(int), problem.channel_groups.astype(int)
         limit = np.array([most_removable(c, k, policy.max_rate) for c, k in zip(channels, per_group)])
         step = np.maximum(per_group, np.round(settings.slice * channels / per_group).astype(int) * per_group)
@@ -72,7 +108,7 @@ class LossAware(Allocator):
         chosen: list[str | None] = [None] * len(channels)
 
         def reduction(counts: np.ndarray) -> float:
-            return space.reduction(counts / channels, goal.metric)
+            return space.reduction(counts / channels, metric)
 
         probe = problem.probe(settings)
         loss, done = probe.loss(), reduction(removed)
@@ -104,7 +140,7 @@ class LossAware(Allocator):
                         heapq.heappush(queue, (found[0], g, criterion, version))
 
         measure_all()
-        while done < goal.reduction - 5e-4:
+        while True:
             best = None
             while queue:
                 score, g, criterion, seen = heapq.heappop(queue)
@@ -116,18 +152,61 @@ class LossAware(Allocator):
                 if (found := measure(g, criterion)) is not None:
                     heapq.heappush(queue, (found[0], g, criterion, version))
             if best is None:
-                raise PdsearchError(f"{goal.describe()} is out of reach with layer rates capped at "
-                                    f"{100 * policy.max_rate:g}%: at most {100 * done:.2f}%")
+                return  # nothing more can be removed
             g, criterion, count, loss = best
             probe.commit(g, criterion, count)
             removed[g], chosen[g] = count, criterion
             done = reduction(removed)
             version += 1
+            yield Step(g, criterion, count, done)
             if settings.retrain_steps and done - retrained_at >= settings.retrain_every / 100:
                 probe.retrain()
                 loss, retrained_at = probe.loss(), done
                 measure_all()
             elif (found := measure(g, criterion)) is not None:  # the group's next slice, measured lazily too
                 heapq.heappush(queue, (found[0], g, criterion, version - 1))
-        rates = refine(removed / channels, goal, space)
-        return Allocation(rates, [c or policy.criterion for c in chosen])
+
+
+TOLERANCE = 5e-4  # of the cost: a budget met to within it is met
+
+
+@dataclass(frozen=True)
+class Step:
+    group: int
+    criterion: str
+    count: int  # the group's channels removed so far
+    reduction: float  # of the cost, after this step
+
+
+@dataclass
+class GreedyPath:
+    """The greedy's steps in order; ``exhausted``: it stopped because nothing more could be removed."""
+
+    steps: list[Step]
+    exhausted: bool
+
+    def reaches(self, reduction: float) -> bool:
+        return self.exhausted or (bool(self.steps) and self.steps[-1].reduction >= reduction - TOLERANCE)
+
+    def at(self, reduction: float, groups: int) -> tuple[np.ndarray, list[str | None], float]:
+        """(channels removed per group, criterion per group, cost removed) where the greedy meets ``reduction``."""
+        removed, chosen, done = np.zeros(groups, dtype=int), [None] * groups, 0.0
+        for step in self.steps:
+            if done >= reduction - TOLERANCE:
+                break
+            removed[step.group], chosen[step.group], done = step.count, step.criterion, step.reduction
+        return removed, chosen, done
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": [dataclasses.astuple(s) for s in self.steps], "exhausted": self.exhausted}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GreedyPath":
+        return cls([Step(int(g), str(c), int(n), float(r)) for g, c, n, r in data["steps"]], bool(data["exhausted"]))
+
+
+def path_key(policy: Policy, problem: Problem) -> str:
+    """What the greedy's steps depend on besides the baseline: one path serves every budget that shares it."""
+    settings = ALLOCATORS["loss_aware"].settings_of(problem)
+    return json.dumps({"metric": problem.goal(policy).metric, "max_rate": policy.max_rate,
+                       "round_to": policy.round_to, "seed": policy.seed, **settings.model_dump()}, sort_keys=True)
