@@ -313,6 +313,7 @@ class LatencyConfig(_Section):
     batch_sizes: list[int] = [1]  # the first is the objective's; a second is reported too
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)
+    rounds: int = Field(3, ge=1)  # alternating rounds, pruned against baseline: the median round's ratio counts
     table: Optional[str] = None  # a latency table JSON (pdsearch latency-table) for budgets and predictions
     source: Literal["measured", "table"] = "measured"  # what the latency objective and constraint read
     target_resource: Optional[str] = None  # latency-table run as a Ray task on a node with this custom resource

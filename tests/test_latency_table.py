@@ -10,8 +10,11 @@ import torch
 from pdsearch.cli import main
 from pdsearch.cost.latency import compare, export_onnx, onnxruntime_session, torch_session
 from pdsearch.cost.latency_table import (
+    ANCHORS,
+    IRREGULAR_ANCHORS,
     LatencyTable,
     LayerTable,
+    anchor_rates,
     axis_samples,
     build_table,
     layer_shapes,
@@ -96,12 +99,28 @@ def test_a_table_saved_and_loaded_predicts_the_same_and_refuses_what_it_was_not_
         Planner("resnet20", input_size=32, in_channels=1).latency_predictor(loaded)
 
 
-def test_built_on_this_machine_a_table_measures_every_layer_shape_and_five_anchors(tmp_path):
+def test_built_on_this_machine_a_table_measures_every_layer_shape_and_its_anchors(tmp_path):
     table = LatencyTable.load(tiny_table(tmp_path / "t.json", runtime="onnxruntime", threads=1))
     assert table.key["runtime"] == "onnxruntime" and table.key["threads"] == 1 and table.key["input_size"] == 8
-    assert len(table.anchors) == 5 and all(0 < a["ratio"] < 2 for a in table.anchors)
+    assert len(table.anchors) == len(ANCHORS) + IRREGULAR_ANCHORS and all(0 < a["ratio"] < 2 for a in table.anchors)
     assert table.baseline_ms > 0 and table.scale > 0 and table.reorder_ms >= 0
     assert all(np.all(np.array(g["ms"]) > 0) for t in table.tables.values() for g in t.grids.values())
+
+
+def test_the_anchors_are_homogeneous_rates_then_irregular_ones_on_and_off_the_channel_step():
+    from pdsearch.models import build_model
+    groups = analyze(build_model("resnet20", num_classes=10), 32, 3).groups
+    rates = anchor_rates(groups)
+    assert len(rates) == len(ANCHORS) + IRREGULAR_ANCHORS
+    homogeneous, irregular = rates[:len(ANCHORS)], rates[len(ANCHORS):]
+
+    def alike(r: list[float]) -> bool:  # equal rates wherever groups are equally wide
+        return all(len({x for x, g in zip(r, groups) if g.channels == width}) == 1 for width in {g.channels for g in groups})
+
+    assert all(alike(r) for r in homogeneous) and not any(alike(r) for r in irregular)
+    on_step = [[round(rate * g.channels) for rate, g in zip(r, groups)] for r in irregular[1::2]]
+    assert all(n % 8 == 0 or n == 0 for counts in on_step for n in counts)
+    assert anchor_rates(groups) == rates  # seeded: two builds calibrate on the same policies
 
 
 def test_latency_table_and_plan_on_the_command_line(tmp_path, capsys):

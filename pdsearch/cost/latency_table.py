@@ -14,9 +14,10 @@ multiple (``Runtime.channel_multiple``: 4 for ONNX Runtime's NCHWc layout).
 Layers timed alone are not layers in a graph: alone, each pays its own layout reorders,
 and an off-multiple layer alone pays none of the reorders its neighbours then need. So
 the scale and the reorder cost are fitted on the whole model, timed at five homogeneous
-pruning rates, on multiples of 8 and off them, each against the unpruned model side by
-side (non-negative least squares): the table says how latency moves with each layer's
-channels, the anchors how much of that the graph keeps and what leaving the layout costs.
+pruning rates, on multiples of 8 and off them, and at six irregular ones, each against
+the unpruned model side by side (non-negative least squares): the table says how latency
+moves with each layer's channels, the anchors how much of that the graph keeps and what
+leaving the layout costs.
 
 The table needs no Ray and no data: ``pdsearch latency-table`` builds it on the device
 itself. It is keyed by what it depends on (model structure, input size, batch size,
@@ -167,11 +168,22 @@ def _grid_points(shape: LayerShape, points: int) -> dict[str, tuple[list[int], l
     return grids
 
 
-def _time_layer(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None,
-                warmup: int, runs: int) -> float:
+def _layer_session(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None):
     cin = cout if shape.depthwise else cin
-    module = shape.module(cin, cout).eval()
-    return time_session(session(runtime, module, shape.example(cin, batch_size), threads), warmup, runs).median_ms
+    return session(runtime, shape.module(cin, cout).eval(), shape.example(cin, batch_size), threads)
+
+
+def _full_layers_ms(unique: dict[str, LayerShape], runtime: str, batch_size: int, threads: int | None,
+                    warmup: int, runs: int, rounds: int = 5) -> dict[str, float]:
+    """Every layer shape at its full channels, timed in interleaved rounds: the weights of the layers' tables
+    come from the same moments, so drift on the machine moves them alike."""
+    sessions = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads)
+                for k, s in unique.items()}
+    times: dict[str, list[float]] = {k: [] for k in unique}
+    for r in range(rounds):
+        for key, run in sessions.items():
+            times[key].append(time_session(run, warmup if r == 0 else 2, runs).median_ms)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def structure_digest(shapes: dict[str, LayerShape]) -> str:
@@ -289,44 +301,70 @@ def table_key(model_name: str, shapes: dict[str, LayerShape], input_size: int, b
             "device": device_name(device, threads).rsplit(" (", 1)[0]}
 
 
-# The whole-model calibration: homogeneous rates, on STEP (round_to 8) and off it (round_to 1)
+# The whole-model calibration: homogeneous rates, on STEP (round_to 8) and off it (round_to 1), then
+# irregular per-group rates (as sensitivity and loss-aware allocate), each timed against the unpruned model
 ANCHORS = ((0.25, STEP), (0.5, STEP), (0.2, 1), (0.35, 1), (0.6, 1))
+IRREGULAR_ANCHORS = 6
+
+
+def anchor_rates(groups: Sequence, seed: int = 0) -> list[list[float]]:
+    """The anchors' per-group rates (fractions of channels really removed), homogeneous ones first."""
+    rng = np.random.default_rng(seed)
+    found = [[g.channels_to_prune(rate, round_to) / g.channels for g in groups] for rate, round_to in ANCHORS]
+    for i in range(IRREGULAR_ANCHORS):
+        round_to = (1, STEP)[i % 2]
+        rates = rng.uniform(0, rng.uniform(0.3, 0.8), len(groups))
+        found.append([g.channels_to_prune(r, round_to) / g.channels for g, r in zip(groups, rates)])
+    return found
 
 
 def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
                 runtime: str = "onnxruntime", threads: int | None = None, batch_size: int = 1, points: int = 6,
                 warmup: int = 5, runs: int = 20, report: Progress | None = None) -> LatencyTable:
     """Time every distinct layer shape of ``model`` at sampled channel counts on this machine, then the whole
-    model unpruned and at the ANCHORS rates (the calibration)."""
+    model unpruned and at the anchors' rates (the calibration).
+
+    Each sample is timed beside its layer at full channels and kept as a ratio to it; the
+    full layers are timed together, in rounds (``_full_layers_ms``). On a shared machine
+    whose speed drifts, a table timed point after point mixes moments: the same layer
+    timed in two builds differed by 16% (median) this way, and the table by its
+    anchors' fit.
+    """
     start = time.time()
     example = torch.randn(batch_size, in_channels, input_size, input_size)
     shapes = layer_shapes(model, example[:1])
     unique = {s.key: s for s in shapes.values()}
     block = RUNTIMES[runtime].channel_multiple
     plans = {k: _grid_points(s, points) for k, s in unique.items()}
-    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values()) + len(ANCHORS)
+    structure = analyze(copy.deepcopy(model), input_size, in_channels)
+    anchors_rates = anchor_rates(structure.groups)
+    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values()) + len(anchors_rates)
     done, tables = 0, {}
     with torch_threads(threads):
         whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
+        full_ms = _full_layers_ms(unique, runtime, batch_size, threads, warmup, runs)
         for key, shape in unique.items():
+            full = _layer_session(shape, shape.in_channels, shape.out_channels, runtime, batch_size, threads)
             grids = {}
             for name, (ins, outs) in plans[key].items():
                 ms = []
                 for cin in ins:
-                    ms.append([_time_layer(shape, cin, cout, runtime, batch_size, threads, warmup, runs) for cout in outs])
+                    row = []
+                    for cout in outs:
+                        mine, theirs = compare_sessions(_layer_session(shape, cin, cout, runtime, batch_size, threads),
+                                                        full, warmup, runs, rounds=1)
+                        row.append(full_ms[key] * mine.median_ms / theirs.median_ms)
+                    ms.append(row)
                     done += len(outs)
                     if report:
                         report(done, total)
                 grids[name] = {"ins": ins, "outs": outs, "ms": ms}
             tables[key] = LayerTable(shape, grids, block)
         baselines, anchors = [], []
-        structure = analyze(copy.deepcopy(model), input_size, in_channels)
-        for rate, round_to in ANCHORS:
-            pruned = analyze(copy.deepcopy(model), input_size, in_channels)
-            rates = [g.channels_to_prune(rate, round_to) / g.channels for g in structure.groups]
-            pruned = prune(pruned, rates).eval()
+        for rates in anchors_rates:
+            pruned = prune(analyze(copy.deepcopy(model), input_size, in_channels), rates).eval()
             mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, max(runs, 30),
-                                            rounds=5)  # the calibration rests on these five: time them longer
+                                            rounds=5)  # the calibration rests on these: time them longer
             kept = {name: (s.in_channels, s.out_channels) for name, s in layer_shapes(pruned, example[:1]).items()}
             anchors.append((kept, mine.median_ms / theirs.median_ms))
             baselines.append(theirs.median_ms)

@@ -45,7 +45,7 @@ def latency(pruned: nn.Module, baseline: nn.Module, shape, cfg: SearchConfig, de
     shape = latency_shape(shape, cfg)
     for i, size in enumerate(s.batch_sizes):
         mine, theirs = compare(pruned, baseline, torch.randn(size, *shape, device=device), s.warmup, s.runs,
-                               runtime=s.runtime, threads=s.threads)
+                               s.rounds, runtime=s.runtime, threads=s.threads)
         suffix = "" if i == 0 else f"_bs{size}"
         fields.update({f"latency_ms{suffix}": mine.median_ms, f"latency_iqr_ms{suffix}": mine.iqr_ms,
                        f"baseline_latency_ms{suffix}": theirs.median_ms,
