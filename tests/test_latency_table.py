@@ -250,6 +250,33 @@ def test_a_trial_predicts_latency_from_the_table_and_reads_it_when_the_source_is
     assert predicted["latency_reduction_pct"] == predicted["latency_predicted_reduction_pct"]
 
 
+@pytest.mark.parametrize("misses, aims", [((-10.0, -1.0), (30.0, 40.0)),  # corrected once: within tolerance
+                                           ((-10.0, 12.0, -4.0), (30.0, 40.0, 28.0))])  # twice, the nearest kept
+def test_a_measured_latency_budget_missed_is_planned_again_with_the_aim_moved_by_the_miss(
+        baseline, tmp_path, monkeypatch, misses, aims):
+    from pdsearch.trial import trial
+
+    from configs import tiny_config
+
+    measured, planned = iter(misses), []
+    monkeypatch.setattr(trial, "measure_deployment", lambda *a: {
+        "latency_source": "measured", "latency_reduction_pct": 30.0 + next(measured)})
+    allocate = trial.allocate
+    monkeypatch.setattr(trial, "allocate", lambda ctx, policy, *a: planned.append(policy.budget) or
+                        allocate(ctx, policy, *a))
+    cfg = tiny_config(space={"gpr": None, "budget": {"latency_reduction": {"low": 20, "high": 40}}},
+                      search={"objectives": ["accuracy", "latency"]}, latency={"table": "t.json"})
+    table = synthetic(trial.trial_context(cfg, baseline).planner)  # a cost that falls with every channel
+    table.baseline_ms = 1.05 * (table.baseline_ms - 1.0)  # ... and little of it fixed
+    done = trial.run_trial({"budget": 30.0, "pd": "PD1"}, cfg, baseline, torch.device("cpu"),
+                           latency_table=table.to_dict())
+    assert done["status"] == "ok", done["failure_reason"]
+    assert planned == list(aims)
+    nearest = min(range(len(misses)), key=lambda i: abs(misses[i]))
+    assert done["latency_reduction_pct"] == 30.0 + misses[nearest] and done["latency_aim_pct"] == aims[nearest]
+    assert done["budget"] == 30.0  # the policy is the sampled one; the aim is how the trial met it
+
+
 def test_a_table_for_a_target_node_is_refused_where_no_node_carries_its_resource(ray_session, tmp_path):
     from pdsearch.planning import latency_table
 

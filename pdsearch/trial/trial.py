@@ -152,13 +152,14 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
     runs = []
     try:
         plan = allocate(ctx, policy, cfg, device, profile, loss_paths)
+        # the cost, measured ones too, is known from the start: schedulers read it at every rung
+        pruned = prune_baseline(ctx, plan.rates, policy, plan.criteria)
+        plan, pruned, cost = meet_measured_latency(ctx, policy, (plan, pruned, trial_cost(ctx, plan, pruned, cfg, device)),
+                                                   cfg, device, profile, loss_paths)
         for r in range(cfg.space.repeats):
             seeded = dataclasses.replace(policy, seed=policy.seed + r)
-            pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)
-            if r == 0:  # the cost, measured ones too, is known from the start: schedulers read it at every rung
-                cost = _cost_fields(count_cost(pruned, ctx.planner.structure.example_input), ctx)
-                cost.update(predicted_latency(plan.latency, cfg, ctx.latency_key))
-                cost.update(measure_deployment(pruned, ctx.baseline_on(device), ctx.planner.structure.example_input.shape[1:], cfg, device))
+            if r:
+                pruned = prune_baseline(ctx, plan.rates, seeded, plan.criteria)
             on_epoch = None
             if r == 0 and report is not None:
                 fields = {**cost, **policy_fields(policy, plan.gpr, plan.criteria), "status": RUNNING,
@@ -190,6 +191,51 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
         **policy_fields(policy, plan.gpr, plan.criteria), distill=cfg.finetune.distill.weight,
     )
     return metrics
+
+
+def trial_cost(ctx: TrialContext, plan: Plan, pruned: nn.Module, cfg: SearchConfig, device: torch.device
+               ) -> dict[str, Any]:
+    """fvcore's count, the table's prediction and what the objectives measure (latency, energy)."""
+    cost: dict[str, Any] = _cost_fields(count_cost(pruned, ctx.planner.structure.example_input), ctx)
+    cost.update(predicted_latency(plan.latency, cfg, ctx.latency_key))
+    shape = ctx.planner.structure.example_input.shape[1:]
+    cost.update(measure_deployment(pruned, ctx.baseline_on(device), shape, cfg, device))
+    return cost
+
+
+Attempt = tuple[Plan, nn.Module, dict[str, Any]]
+
+
+def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, cfg: SearchConfig,
+                          device: torch.device, profile: SensitivityProfile | None = None,
+                          loss_paths: dict[str, Any] | None = None) -> Attempt:
+    """NetAdapt's loop where the trial runs on the target: a latency budget is planned on the table's
+    prediction, then measured; a miss of more than ``latency.budget_tolerance`` points moves the aim by
+    the miss and prunes the baseline again, at most ``latency.corrections`` times. The attempt measured
+    nearest the budget counts (``latency_aim_pct``: the aim it was planned at)."""
+    if policy.budget_metric != "latency" or attempt[2].get("latency_source") != "measured":
+        return attempt
+
+    def miss(a: Attempt) -> float:
+        return policy.budget - a[2]["latency_reduction_pct"]
+
+    best, latest, aim = attempt, attempt, policy.budget
+    best[2]["latency_aim_pct"] = aim
+    seconds = attempt[0].allocation_seconds
+    for _ in range(cfg.latency.corrections):
+        if abs(miss(latest)) <= cfg.latency.budget_tolerance:
+            break
+        aim = min(max(aim + miss(latest), 0.5), 99.0)
+        try:
+            plan = allocate(ctx, dataclasses.replace(policy, budget=aim), cfg, device, profile, loss_paths)
+        except PdsearchError:  # the moved aim is out of reach: keep what was measured
+            break
+        seconds += plan.allocation_seconds
+        pruned = prune_baseline(ctx, plan.rates, policy, plan.criteria)
+        latest = (plan, pruned, {**trial_cost(ctx, plan, pruned, cfg, device), "latency_aim_pct": aim})
+        if abs(miss(latest)) < abs(miss(best)):
+            best = latest
+    return dataclasses.replace(best[0], allocation_seconds=seconds), best[1], best[2]
 
 
 def _cost_fields(cost, ctx: TrialContext) -> dict[str, float]:
