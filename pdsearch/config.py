@@ -314,7 +314,7 @@ class LatencyConfig(_Section):
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=3)
     rounds: int = Field(3, ge=1)  # alternating rounds, pruned against baseline: the median round's ratio counts
-    corrections: int = Field(2, ge=0)  # a measured latency budget missed by more than budget_tolerance: re-planned
+    corrections: int = Field(3, ge=0)  # a measured latency budget missed by more than budget_tolerance: re-planned
     budget_tolerance: float = Field(2.0, gt=0)  # points of latency reduction
     table: Optional[str] = None  # a latency table JSON (pdsearch latency-table) for budgets and predictions
     source: Literal["measured", "table"] = "measured"  # what the latency objective and constraint read

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from pdsearch.errors import PdsearchError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -18,6 +20,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def writable(path: Path) -> Path:
+    """``path`` with its folder created where missing; one line where it cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PdsearchError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise PdsearchError(f"{path} is a folder: give a file name")
+    if not os.access(path.parent, os.W_OK):
+        raise PdsearchError(f"cannot write {path}: permission denied")
+    return path
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from torch import nn
 from pdsearch.cost import CostModel
 from pdsearch.cost.latency_table import LatencyTable, Progress, build_table, kept_channels, layer_shapes
 from pdsearch.errors import PdsearchError
+from pdsearch.files import writable
 from pdsearch.models import accepts_in_channels, build_model
 from pdsearch.policy import Allocation, CostSpace, Needs, Policy, Problem, goal_of
 from pdsearch.pruning import ModelStructure, analyze
@@ -350,6 +351,7 @@ def latency_table(
     RUNTIMES[runtime].check_installed()
     if input_size <= 0 or batch_size <= 0 or points < 2 or (threads is not None and threads <= 0):
         raise PdsearchError("input size, batch size and threads must be positive, points at least 2")
+    writable(Path(out))  # before minutes of measurement, not after
     build = functools.partial(build_table, model_name=model, input_size=input_size, in_channels=in_channels,
                               runtime=runtime, threads=threads, batch_size=batch_size, points=points)
     net = build_model(model, num_classes=num_classes, in_channels=in_channels, **kwargs)

@@ -39,5 +39,5 @@ def tiny_table(path, model: str = "small_cnn", input_size: int = 8, in_channels:
     if key not in _TABLES:
         net = build_model(model, num_classes=10, in_channels=in_channels, **(kwargs if kwargs or model != "small_cnn" else {"width": 8}))
         _TABLES[key] = build_table(net, model, input_size, in_channels, runtime=runtime, threads=threads, points=2,
-                                   warmup=1, runs=3)
+                                   warmup=1, runs=3, anchor_runs=3)
     return copy.deepcopy(_TABLES[key]).save(path)

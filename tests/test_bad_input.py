@@ -177,6 +177,10 @@ CASES = {
     "a model ONNX cannot export": (lambda t: ["latency-table", "--model", "user_models:spectral_net", "--input-size",
                                               "8", "--out", str(t / "t.json")],
                                    "ONNX cannot export this model (operator aten::fft_fft2)"),
+    "latency table out where no file can be": (
+        lambda t: (t / "a-file").write_text("") or ["latency-table", "--model", "resnet20", "--input-size", "8",
+                                                     "--out", str(t / "a-file" / "t.json")],
+        "cannot write"),
     "export to an unknown format": (lambda t: ["select", *run_without_baseline(t)[1:], "--export", str(t / "m.tflite")],
                                     "the format follows the suffix, one of .pt2, .onnx"),
     "round_to of zero": (lambda t: search(t, space={"round_to": [8, 0]}), "space.round_to: give a channel multiple"),

@@ -212,7 +212,7 @@ def test_the_table_ranks_measured_latency_of_pruned_models_on_onnx_runtime():
         mine, theirs = compare(pruned, baseline, batch, warmup=3, runs=15, rounds=5, runtime="onnxruntime", threads=2)
         measured.append(100 * (1 - mine.median_ms / theirs.median_ms))
         predicted.append(100 * (1 - predict(planner.pruned_channels(rates)) / table.baseline_ms))
-    # the benchmark's 40 policies: Spearman 0.885, a median reduction gap of 9.4 points; six spread-out ones here
+    # the benchmark's 40 policies: Spearman 0.912, a median reduction gap of 6.2 points; six spread-out ones here
     assert spearmanr(predicted, measured).statistic >= 0.8, (predicted, measured)
     assert np.median(np.abs(np.array(predicted) - measured)) <= 12, (predicted, measured)
 
@@ -251,7 +251,8 @@ def test_a_trial_predicts_latency_from_the_table_and_reads_it_when_the_source_is
 
 
 @pytest.mark.parametrize("misses, aims", [((-10.0, -1.0), (30.0, 40.0)),  # corrected once: within tolerance
-                                           ((-10.0, 12.0, -4.0), (30.0, 40.0, 28.0))])  # twice, the nearest kept
+                                           # twice: measured 20 then 42 at aims 30 and 40, a slope of 2.2
+                                           ((-10.0, 12.0, -4.0), (30.0, 40.0, 40 - 12 / 2.2))])
 def test_a_measured_latency_budget_missed_is_planned_again_with_the_aim_moved_by_the_miss(
         baseline, tmp_path, monkeypatch, misses, aims):
     from pdsearch.trial import trial
@@ -265,15 +266,16 @@ def test_a_measured_latency_budget_missed_is_planned_again_with_the_aim_moved_by
     monkeypatch.setattr(trial, "allocate", lambda ctx, policy, *a: planned.append(policy.budget) or
                         allocate(ctx, policy, *a))
     cfg = tiny_config(space={"gpr": None, "budget": {"latency_reduction": {"low": 20, "high": 40}}},
-                      search={"objectives": ["accuracy", "latency"]}, latency={"table": "t.json"})
+                      search={"objectives": ["accuracy", "latency"]}, latency={"table": "t.json", "corrections": 2})
     table = synthetic(trial.trial_context(cfg, baseline).planner)  # a cost that falls with every channel
     table.baseline_ms = 1.05 * (table.baseline_ms - 1.0)  # ... and little of it fixed
     done = trial.run_trial({"budget": 30.0, "pd": "PD1"}, cfg, baseline, torch.device("cpu"),
                            latency_table=table.to_dict())
     assert done["status"] == "ok", done["failure_reason"]
-    assert planned == list(aims)
+    assert planned == pytest.approx(aims)
     nearest = min(range(len(misses)), key=lambda i: abs(misses[i]))
-    assert done["latency_reduction_pct"] == 30.0 + misses[nearest] and done["latency_aim_pct"] == aims[nearest]
+    assert done["latency_reduction_pct"] == 30.0 + misses[nearest]
+    assert done["latency_aim_pct"] == pytest.approx(aims[nearest])
     assert done["budget"] == 30.0  # the policy is the sampled one; the aim is how the trial met it
 
 

@@ -47,7 +47,7 @@ from pdsearch.runtimes import RUNTIMES
 
 VERSION = 1
 STEP = 8  # NetAdapt's channel step: the aligned samples are multiples of it, the others one short
-Progress = Callable[[int, int], None]  # (measured, total)
+Progress = Callable[[str, int, int], None]  # (stage, measured, total): layer samples, then the whole-model anchors
 
 
 @dataclass(frozen=True)
@@ -320,7 +320,8 @@ def anchor_rates(groups: Sequence, seed: int = 0) -> list[list[float]]:
 
 def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
                 runtime: str = "onnxruntime", threads: int | None = None, batch_size: int = 1, points: int = 6,
-                warmup: int = 5, runs: int = 20, report: Progress | None = None) -> LatencyTable:
+                warmup: int = 5, runs: int = 20, anchor_runs: int = 30, report: Progress | None = None
+                ) -> LatencyTable:
     """Time every distinct layer shape of ``model`` at sampled channel counts on this machine, then the whole
     model unpruned and at the anchors' rates (the calibration).
 
@@ -338,7 +339,7 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
     plans = {k: _grid_points(s, points) for k, s in unique.items()}
     structure = analyze(copy.deepcopy(model), input_size, in_channels)
     anchors_rates = anchor_rates(structure.groups)
-    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values()) + len(anchors_rates)
+    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values())
     done, tables = 0, {}
     with torch_threads(threads):
         whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
@@ -357,20 +358,19 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
                     ms.append(row)
                     done += len(outs)
                     if report:
-                        report(done, total)
+                        report("layer measurements", done, total)
                 grids[name] = {"ins": ins, "outs": outs, "ms": ms}
             tables[key] = LayerTable(shape, grids, block)
         baselines, anchors = [], []
-        for rates in anchors_rates:
+        for i, rates in enumerate(anchors_rates):
             pruned = prune(analyze(copy.deepcopy(model), input_size, in_channels), rates).eval()
-            mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, max(runs, 30),
+            mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, anchor_runs,
                                             rounds=5)  # the calibration rests on these: time them longer
             kept = {name: (s.in_channels, s.out_channels) for name, s in layer_shapes(pruned, example[:1]).items()}
             anchors.append((kept, mine.median_ms / theirs.median_ms))
             baselines.append(theirs.median_ms)
-            done += 1
             if report:
-                report(done, total)
+                report("whole-model anchors", i + 1, len(anchors_rates))
     layers = {name: s.key for name, s in shapes.items()}
     table = LatencyTable(table_key(model_name, shapes, input_size, batch_size, runtime, threads, torch.device("cpu")),
                          layers, tables, float(np.median(baselines)), block)

@@ -211,7 +211,8 @@ def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, c
                           loss_paths: dict[str, Any] | None = None) -> Attempt:
     """NetAdapt's loop where the trial runs on the target: a latency budget is planned on the table's
     prediction, then measured; a miss of more than ``latency.budget_tolerance`` points moves the aim by
-    the miss and prunes the baseline again, at most ``latency.corrections`` times. The attempt measured
+    the miss (divided by the secant's slope once there are two attempts) and prunes the baseline again,
+    at most ``latency.corrections`` times. The attempt measured
     nearest the budget counts (``latency_aim_pct``: the aim it was planned at)."""
     if policy.budget_metric != "latency" or attempt[2].get("latency_source") != "measured":
         return attempt
@@ -221,11 +222,11 @@ def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, c
 
     best, latest, aim = attempt, attempt, policy.budget
     best[2]["latency_aim_pct"] = aim
-    seconds = attempt[0].allocation_seconds
+    seconds, tried = attempt[0].allocation_seconds, [(aim, attempt[2]["latency_reduction_pct"])]
     for _ in range(cfg.latency.corrections):
         if abs(miss(latest)) <= cfg.latency.budget_tolerance:
             break
-        aim = min(max(aim + miss(latest), 0.5), 99.0)
+        aim = min(max(aim + miss(latest) / _slope(tried), 0.5), 99.0)
         try:
             plan = allocate(ctx, dataclasses.replace(policy, budget=aim), cfg, device, profile, loss_paths)
         except PdsearchError:  # the moved aim is out of reach: keep what was measured
@@ -233,9 +234,19 @@ def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, c
         seconds += plan.allocation_seconds
         pruned = prune_baseline(ctx, plan.rates, policy, plan.criteria)
         latest = (plan, pruned, {**trial_cost(ctx, plan, pruned, cfg, device), "latency_aim_pct": aim})
+        tried.append((aim, latest[2]["latency_reduction_pct"]))
         if abs(miss(latest)) < abs(miss(best)):
             best = latest
     return dataclasses.replace(best[0], allocation_seconds=seconds), best[1], best[2]
+
+
+def _slope(tried: list[tuple[float, float]]) -> float:
+    """Measured points per point of aim, from the last two attempts (the secant), 1 until there are two:
+    a table that is off by a factor is corrected in one step, not approached by halves."""
+    if len(tried) < 2 or tried[-1][0] == tried[-2][0]:
+        return 1.0
+    (a0, m0), (a1, m1) = tried[-2:]
+    return min(max((m1 - m0) / (a1 - a0), 0.5), 3.0)
 
 
 def _cost_fields(cost, ctx: TrialContext) -> dict[str, float]:
