@@ -93,6 +93,7 @@ class WandbSession:
         run.log({"front_size": len(summary["pareto"])})
         run.log_artifact(artifact)
         run.finish()
+        wandb.teardown()  # waits for wandb's service to write the run out: the search may exit right after
 
 
 def sessions(cfg: SearchConfig, run_dir: Path) -> list[Any]:

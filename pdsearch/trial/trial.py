@@ -212,8 +212,8 @@ def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, c
     """NetAdapt's loop where the trial runs on the target: a latency budget is planned on the table's
     prediction, then measured; a miss of more than ``latency.budget_tolerance`` points moves the aim by
     the miss (divided by the secant's slope once there are two attempts) and prunes the baseline again,
-    at most ``latency.corrections`` times. The attempt measured
-    nearest the budget counts (``latency_aim_pct``: the aim it was planned at)."""
+    at most ``latency.corrections`` times. The attempt measured nearest the budget counts
+    (``latency_aim_pct``: the aim it was planned at)."""
     if policy.budget_metric != "latency" or attempt[2].get("latency_source") != "measured":
         return attempt
 
