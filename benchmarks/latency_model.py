@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from pdsearch.cost.latency import compare
-from pdsearch.cost.latency_table import build_table
+from pdsearch.cost.latency_table import build_table, irregular_rates
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
@@ -46,9 +46,7 @@ def held_out(planner: Planner, count: int, seed: int) -> list[tuple[str, list[fl
                 continue
             found.append((f"{pd_name} FLOPs -{budget:.0f}%", plan.rates, round_to))
         else:
-            rates = rng.uniform(0, rng.uniform(0.2, 0.8), len(planner.groups))
-            found.append(("random rates", [g.channels_to_prune(r, round_to) / g.channels
-                                           for g, r in zip(planner.groups, rates)], round_to))
+            found.append(("random rates", irregular_rates(planner.groups, rng, round_to, lowest_cap=0.2), round_to))
     return found
 
 

@@ -105,15 +105,17 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
 
     from pdsearch.planning import latency_table
 
-    start, last, stages, latest = time.time(), [0.0], {}, [time.time()]
+    start = latest = time.time()
+    printed, began = 0.0, {}  # stage -> when it began: each stage's own pace (an anchor times the whole model)
 
     def report(stage: str, done: int, total: int) -> None:
-        began = stages.setdefault(stage, latest[0])  # each stage's own pace: an anchor times the whole model
-        latest[0] = time.time()
-        if time.time() - last[0] >= 10 or done == total:
-            last[0] = time.time()
-            eta = (time.time() - began) * (total - done) / done
-            print(f"[{time.time() - start:4.0f} s] {done}/{total} {stage}, ETA {eta:.0f} s", flush=True)
+        nonlocal latest, printed
+        now, since = time.time(), began.setdefault(stage, latest)
+        latest = now
+        if now - printed >= 10 or done == total:
+            printed = now
+            print(f"[{now - start:4.0f} s] {done}/{total} {stage}, ETA {(now - since) * (total - done) / done:.0f} s",
+                  flush=True)
 
     table = latency_table(args.out, args.model, config=args.config, input_size=args.input_size,
                           num_classes=args.num_classes, in_channels=args.in_channels, runtime=args.runtime,

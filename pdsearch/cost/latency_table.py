@@ -173,13 +173,10 @@ def _layer_session(shape: LayerShape, cin: int, cout: int, runtime: str, batch_s
     return session(runtime, shape.module(cin, cout).eval(), shape.example(cin, batch_size), threads)
 
 
-def _full_layers_ms(unique: dict[str, LayerShape], runtime: str, batch_size: int, threads: int | None,
-                    warmup: int, runs: int, rounds: int = 5) -> dict[str, float]:
-    """Every layer shape at its full channels, timed in interleaved rounds: the weights of the layers' tables
-    come from the same moments, so drift on the machine moves them alike."""
-    sessions = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads)
-                for k, s in unique.items()}
-    times: dict[str, list[float]] = {k: [] for k in unique}
+def _full_layers_ms(sessions: dict[str, Any], warmup: int, runs: int, rounds: int = 5) -> dict[str, float]:
+    """Every layer shape's session at its full channels, timed in interleaved rounds: the weights of the
+    layers' tables come from the same moments, so drift on the machine moves them alike."""
+    times: dict[str, list[float]] = {k: [] for k in sessions}
     for r in range(rounds):
         for key, run in sessions.items():
             times[key].append(time_session(run, warmup if r == 0 else 2, runs).median_ms)
@@ -307,15 +304,19 @@ ANCHORS = ((0.25, STEP), (0.5, STEP), (0.2, 1), (0.35, 1), (0.6, 1))
 IRREGULAR_ANCHORS = 6
 
 
+def irregular_rates(groups: Sequence, rng: np.random.Generator, round_to: int, lowest_cap: float = 0.3
+                    ) -> list[float]:
+    """Per-group rates drawn below a random cap (in [lowest_cap, 0.8]), as fractions of channels really removed:
+    allocations as uneven as sensitivity's and loss-aware's."""
+    rates = rng.uniform(0, rng.uniform(lowest_cap, 0.8), len(groups))
+    return [g.channels_to_prune(r, round_to) / g.channels for g, r in zip(groups, rates)]
+
+
 def anchor_rates(groups: Sequence, seed: int = 0) -> list[list[float]]:
     """The anchors' per-group rates (fractions of channels really removed), homogeneous ones first."""
     rng = np.random.default_rng(seed)
     found = [[g.channels_to_prune(rate, round_to) / g.channels for g in groups] for rate, round_to in ANCHORS]
-    for i in range(IRREGULAR_ANCHORS):
-        round_to = (1, STEP)[i % 2]
-        rates = rng.uniform(0, rng.uniform(0.3, 0.8), len(groups))
-        found.append([g.channels_to_prune(r, round_to) / g.channels for g, r in zip(groups, rates)])
-    return found
+    return found + [irregular_rates(groups, rng, (1, STEP)[i % 2]) for i in range(IRREGULAR_ANCHORS)]
 
 
 def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
@@ -343,9 +344,10 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
     done, tables = 0, {}
     with torch_threads(threads):
         whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
-        full_ms = _full_layers_ms(unique, runtime, batch_size, threads, warmup, runs)
+        full = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads)
+                for k, s in unique.items()}
+        full_ms = _full_layers_ms(full, warmup, runs)
         for key, shape in unique.items():
-            full = _layer_session(shape, shape.in_channels, shape.out_channels, runtime, batch_size, threads)
             grids = {}
             for name, (ins, outs) in plans[key].items():
                 ms = []
@@ -353,7 +355,7 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
                     row = []
                     for cout in outs:
                         mine, theirs = compare_sessions(_layer_session(shape, cin, cout, runtime, batch_size, threads),
-                                                        full, warmup, runs, rounds=1)
+                                                        full[key], warmup, runs, rounds=1)
                         row.append(full_ms[key] * mine.median_ms / theirs.median_ms)
                     ms.append(row)
                     done += len(outs)

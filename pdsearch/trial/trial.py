@@ -214,29 +214,27 @@ def meet_measured_latency(ctx: TrialContext, policy: Policy, attempt: Attempt, c
     the miss (divided by the secant's slope once there are two attempts) and prunes the baseline again,
     at most ``latency.corrections`` times. The attempt measured nearest the budget counts
     (``latency_aim_pct``: the aim it was planned at)."""
-    if policy.budget_metric != "latency" or attempt[2].get("latency_source") != "measured":
+    plan, pruned, cost = attempt
+    if policy.budget_metric != "latency" or cost.get("latency_source") != "measured":
         return attempt
-
-    def miss(a: Attempt) -> float:
-        return policy.budget - a[2]["latency_reduction_pct"]
-
-    best, latest, aim = attempt, attempt, policy.budget
-    best[2]["latency_aim_pct"] = aim
-    seconds, tried = attempt[0].allocation_seconds, [(aim, attempt[2]["latency_reduction_pct"])]
+    best, aim = attempt, policy.budget
+    cost["latency_aim_pct"] = aim
+    seconds, tried = plan.allocation_seconds, [(aim, cost["latency_reduction_pct"])]  # (aim, measured)
     for _ in range(cfg.latency.corrections):
-        if abs(miss(latest)) <= cfg.latency.budget_tolerance:
+        miss = policy.budget - tried[-1][1]
+        if abs(miss) <= cfg.latency.budget_tolerance:
             break
-        aim = min(max(aim + miss(latest) / _slope(tried), 0.5), 99.0)
+        aim = min(max(aim + miss / _slope(tried), 0.5), 99.0)
         try:
             plan = allocate(ctx, dataclasses.replace(policy, budget=aim), cfg, device, profile, loss_paths)
         except PdsearchError:  # the moved aim is out of reach: keep what was measured
             break
         seconds += plan.allocation_seconds
         pruned = prune_baseline(ctx, plan.rates, policy, plan.criteria)
-        latest = (plan, pruned, {**trial_cost(ctx, plan, pruned, cfg, device), "latency_aim_pct": aim})
-        tried.append((aim, latest[2]["latency_reduction_pct"]))
-        if abs(miss(latest)) < abs(miss(best)):
-            best = latest
+        cost = {**trial_cost(ctx, plan, pruned, cfg, device), "latency_aim_pct": aim}
+        tried.append((aim, cost["latency_reduction_pct"]))
+        if abs(policy.budget - tried[-1][1]) < abs(policy.budget - best[2]["latency_reduction_pct"]):
+            best = (plan, pruned, cost)
     return dataclasses.replace(best[0], allocation_seconds=seconds), best[1], best[2]
 
 
