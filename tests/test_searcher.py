@@ -79,6 +79,7 @@ class FlakyStorage:
 
     def __init__(self, storage) -> None:
         self.storage, self.down = storage, False
+        self.down_after = ""  # a call after which it goes away (its own commit went through)
 
     def __getattr__(self, name):
         attr = getattr(self.storage, name)
@@ -88,6 +89,7 @@ class FlakyStorage:
         def call(*args, **kwargs):
             if self.down:
                 raise sqlalchemy.exc.OperationalError("UPDATE trials ...", {}, Exception("server closed the connection"))
+            self.down = name == self.down_after
             return attr(*args, **kwargs)
         return call
 
@@ -112,6 +114,20 @@ def test_an_outage_keeps_results_proposes_nothing_and_writes_them_in_order_when_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "study database unreachable since" in err[0] and "trials go on" in err[0]
     assert "study database reconnected after" in err[1] and "2 results written late" in err[1]
+
+
+def test_a_trial_the_outage_left_half_asked_is_failed_once_the_study_is_back(tmp_path):
+    """The database went away between creating a trial and writing its policy: no Tune trial will finish it."""
+    searcher = make_searcher(tiny_config(), tmp_path)
+    OUTAGE.reset(600)
+    flaky = FlakyStorage(searcher._ot_study._storage)
+    searcher._ot_study._storage, flaky.down_after = flaky, "create_new_trial"
+    assert searcher.suggest("a") is None and OUTAGE.since is not None
+    flaky.down, flaky.down_after = False, ""
+    assert searcher.suggest("b") is not None
+    searcher.on_trial_complete("b", result())
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
 
 
 def test_an_outage_past_the_timeout_stops_the_search_as_an_interrupt_does(tmp_path, capsys):

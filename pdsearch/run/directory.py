@@ -267,10 +267,11 @@ def trials_from_study(cfg: SearchConfig, run_dir: Path) -> pd.DataFrame:
     study = load_study(cfg, run_dir)
     rows = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)):
-        if "repeat_of" in t.user_attrs or not t.params:  # a re-proposed policy, told its twin's result; or
-            continue  # one asked for by a driver that died before the sampler gave it a policy: nothing ran
+        if not t.params or not {"tune_trial_id", INFEASIBLE_ATTR} & t.user_attrs.keys():
+            continue  # no Tune trial finished it: a repeat told its twin's result, or one whose driver died or
+            # whose database broke as it was asked
         metrics = dict(t.user_attrs.get(METRICS_ATTR, {}))
-        row = {"trial_id": t.user_attrs.get("tune_trial_id", f"optuna-{t.number}"),
+        row = {"trial_id": t.user_attrs.get("tune_trial_id"),
                **t.params, **policy_fields(space.policy(t.params)), **metrics}
         if INFEASIBLE_ATTR in t.user_attrs:  # planned on the driver, never run
             row.update(trial_id=f"infeasible-{t.number}", status="infeasible", failure_reason=t.user_attrs[INFEASIBLE_ATTR])

@@ -96,16 +96,29 @@ class PolicySearcher(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         """A policy not run yet; None (Tune asks again later) while the study database is unreachable, and
         FINISHED once it stayed away past search.storage_timeout (the search stops, to be resumed)."""
-        if not self._write_pending():
-            return Searcher.FINISHED if OUTAGE.expired else None
         try:
+            if not self._write_pending():
+                return Searcher.FINISHED if OUTAGE.expired else None
+            self._fail_orphans()
             params = self._suggest(trial_id)
         except DB_ERRORS:
             self._ot_trials.pop(trial_id, None)
+            self._orphans = True  # an ask or a tell the connection broke may have left a trial RUNNING
             OUTAGE.failed()
             return Searcher.FINISHED if OUTAGE.expired else None
         OUTAGE.recovered()
         return params
+
+    def _fail_orphans(self) -> None:
+        """Fail the study's trials that a broken ask or tell left RUNNING with no Tune trial to finish them
+        (a trial created before the connection broke, or a repeat popped before its tell went through)."""
+        if not self.__dict__.get("_orphans"):
+            return
+        known = {t.number for t in self._ot_trials.values()}
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in known:
+                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        self._orphans = False
 
     def _suggest(self, trial_id: str) -> dict | None:
         """Samplers over discrete spaces (GPR steps x PDs) repeat themselves: a repeat of a finished policy
