@@ -1,37 +1,54 @@
-"""What the sensitivity profile costs: the network run whole per measurement, or only after each group's cut.
+"""What the sensitivity profile costs, before this round's speed-ups and after each, and what they change.
 
     python benchmarks/sensitivity_profile.py [--models resnet20,small_cnn] [--input-size 16]
 
-The profile as a search measures it (every group at rates 0.1 ... 0.9, BatchNorm
-re-estimated on 10 training batches, loss on 4 held-out ones; digits, batch 128, one CPU
-thread as a Ray task with ``resources.cpu: 1`` gets), twice in one run: whole (as if
-torch.fx could not trace the model: what every measurement ran before) and cut at each
-group's first producer (the default). Prints both times, the speed-up and the largest
-difference between the two profiles' losses. The weights are untrained: the cost does
-not depend on them.
+The profile as a search measures it (every group at rates 0.1 ... 0.9, loss on 4
+held-out training batches; digits, batch 128, one CPU thread as a Ray task with
+``resources.cpu: 1`` gets) of a trained baseline (15 epochs), in one run:
+
+- before: the network run whole per measurement (as if torch.fx could not trace the
+  model), default memory layout, BatchNorm re-estimated on 10 batches;
+- cut at each group's first producer; then in channels_last (both exact);
+- after (the default): cut, channels_last, BatchNorm re-estimated on 5 batches.
+
+What "after" changes is set against the measurement's own spread: the same "before"
+profile with another seed (other held-out and BatchNorm batches). Each row prints the
+largest loss difference and the largest difference of a group's rate in the allocations
+read from the profile (``pd: sensitivity``, blend 0) at FLOPs -30 / -50 / -70%.
 """
 import argparse
+import copy
 import time
+from contextlib import ExitStack
+from unittest import mock
 
 import numpy as np
 import torch
 
 from pdsearch.config import parse_config
+from pdsearch.planning import Planner
+from pdsearch.policy import Policy
 from pdsearch.policy.allocators.sensitivity import SensitivitySettings
 from pdsearch.trial import probing
-from pdsearch.trial.baseline import model_and_data
+from pdsearch.trial.baseline import build_baseline, model_and_data
+
+BUDGETS = (30, 50, 70)
 
 
-def profile(model, data, whole: bool):
-    original = probing._Tracer.trace
-    if whole:
-        probing._Tracer.trace = lambda self, root: (_ for _ in ()).throw(RuntimeError("run whole"))
-    try:
+def _whole(self, root):
+    raise RuntimeError("run whole")
+
+
+def profile(model, data, cut: bool = True, channels_last: bool = True, bn_batches: int = 5, seed: int = 0):
+    with ExitStack() as stack:
+        if not cut:
+            stack.enter_context(mock.patch.object(probing._Tracer, "trace", _whole))
+        if not channels_last:
+            stack.enter_context(mock.patch.object(probing, "PROFILE_LAYOUT", torch.contiguous_format))
         start = time.perf_counter()
-        result = probing.measure_sensitivity(model, data, "l1", SensitivitySettings(), torch.device("cpu"))
+        result = probing.measure_sensitivity(model, data, "l1", SensitivitySettings(bn_batches=bn_batches),
+                                             torch.device("cpu"), seed=seed)
         return result, time.perf_counter() - start
-    finally:
-        probing._Tracer.trace = original
 
 
 def main() -> None:
@@ -40,18 +57,35 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"digits at {args.input_size}x{args.input_size}, batch 128, 1 thread, 9 rates, 10 + 4 batches")
-    print("| model | groups | whole (s) | cut (s) | speed-up | largest loss difference |")
-    print("|---|---:|---:|---:|---:|---:|")
+    assert SensitivitySettings().bn_batches == 5, "'after' is the default measurement"
+    print(f"digits at {args.input_size}x{args.input_size}, batch 128, 1 thread, 9 rates, 4 held-out batches")
+    print("| model | groups | profile | seconds | speed-up | largest loss difference | largest rate difference "
+          f"(FLOPs -{' / -'.join(map(str, BUDGETS))}%) |")
+    print("|---|---:|---|---:|---:|---:|---|")
     for name in args.models.split(","):
         cfg = parse_config({"name": "profile", "model": {"name": name, "kwargs": {}},
+                            "baseline": {"epochs": 15, "lr": 0.05},
                             "data": {"dataset": "digits", "input_size": args.input_size, "batch_size": 128}})
         model, data = model_and_data(cfg)
-        whole, whole_s = profile(model, data, whole=True)
-        cut, cut_s = profile(model, data, whole=False)
-        diff = float(np.abs(np.array(cut.loss) - np.array(whole.loss)).max())
-        print(f"| {name} | {len(cut.groups)} | {whole_s:.1f} | {cut_s:.1f} | {whole_s / cut_s:.2f}x | {diff:.2g} |",
-              flush=True)
+        model.load_state_dict(build_baseline(cfg, torch.device("cpu"))["state_dict"])
+        planner = Planner(copy.deepcopy(model), num_classes=10, input_size=args.input_size, in_channels=data.in_channels)
+        runs = {
+            "before: whole, default layout, BN on 10": profile(model, data, False, False, 10),
+            "cut": profile(model, data, True, False, 10),
+            "cut, channels_last": profile(model, data, True, True, 10),
+            "after: cut, channels_last, BN on 5": profile(model, data),
+            "spread: before with seed 1": profile(model, data, True, True, 10, seed=1),  # exact to 'before', faster
+        }
+        before, before_s = runs["before: whole, default layout, BN on 10"]
+
+        def rates(p, budget):
+            return np.array(planner.plan(Policy(budget=budget, pd="sensitivity", options={"blend": 0.0}),
+                                         profile=p).rates)
+        for label, (p, seconds) in runs.items():
+            loss = float(np.abs(np.array(p.loss) - np.array(before.loss)).max())
+            moved = " / ".join(f"{np.abs(rates(p, b) - rates(before, b)).max():.3f}" for b in BUDGETS)
+            speed = f"{before_s / seconds:.2f}x" if not label.startswith("spread") else ""
+            print(f"| {name} | {len(p.groups)} | {label} | {seconds:.1f} | {speed} | {loss:.2g} | {moved} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -189,9 +189,14 @@ def test_round_to_keeps_multiples_of_eight_and_the_cost_model_exact(planners, mo
         assert counted.params == p.params["pruned"]
 
 
+def untraceable(self, root):
+    raise RuntimeError("as if fx could not trace it")
+
+
 @pytest.mark.parametrize("model_name", ["small_cnn", "resnet20", "timm/mobilenetv3_small_050"])
 def test_the_profile_runs_only_what_follows_each_group_and_measures_what_the_whole_model_does(model_name, monkeypatch):
-    """Cut at each group's first producer (torch.fx), against the same measurement on the whole model."""
+    """Cut at each group's first producer (torch.fx), in channels_last, against the whole model as it ran before."""
+    from pdsearch.planning import Planner
     from pdsearch.policy.allocators.sensitivity import SensitivitySettings
     from pdsearch.trial import probing
     from pdsearch.trial.baseline import model_and_data
@@ -202,16 +207,50 @@ def test_the_profile_runs_only_what_follows_each_group_and_measures_what_the_who
     assert probing.PrefixSplit(model).traced is not None  # the cut path, not the fallback
     settings = SensitivitySettings(rates=[0.3, 0.8], bn_batches=1, eval_batches=1)
     cut = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
-
-    def untraceable(self, root):
-        raise RuntimeError("as if fx could not trace it")
-
-    monkeypatch.setattr(probing._Tracer, "trace", untraceable)
+    monkeypatch.setattr(probing._Tracer, "trace", untraceable)  # as every measurement ran before:
+    monkeypatch.setattr(probing, "PROFILE_LAYOUT", torch.contiguous_format)  # whole, in the default layout
     whole = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
     assert cut.groups == whole.groups
     np.testing.assert_allclose(cut.loss, whole.loss, rtol=1e-4, atol=1e-5)
     one_image = 100.0 / 64  # an image on the edge may flip with float rounding
     assert np.abs(np.array(cut.accuracy) - np.array(whole.accuracy)).max() <= one_image
+    planner = Planner(copy.deepcopy(model), num_classes=10, input_size=8, in_channels=data.in_channels)
+    for budget in (30, 60):  # and the allocations read from them are the same
+        policy = Policy(budget=budget, pd="sensitivity")
+        assert planner.plan(policy, profile=cut).rates == planner.plan(policy, profile=whole).rates
+
+
+@pytest.mark.slow  # (a trained baseline, three profiles)
+def test_the_default_batchnorm_batches_move_the_profile_less_than_another_seed_does(baseline):
+    """BatchNorm re-estimated on 5 batches rather than 10: equally good, as the measurement's own spread says."""
+    from pdsearch.planning import Planner
+    from pdsearch.policy.allocators.sensitivity import SensitivitySettings
+    from pdsearch.trial import probing
+    from pdsearch.trial.baseline import model_and_data
+
+    model, data = model_and_data(tiny_config())
+    model.load_state_dict(baseline["state_dict"])
+
+    def measure(bn_batches: int, seed: int):
+        settings = SensitivitySettings(bn_batches=bn_batches)
+        return probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"), seed=seed)
+
+    reference, other_seed, default = measure(10, 0), measure(10, 1), measure(SensitivitySettings().bn_batches, 0)
+    assert SensitivitySettings().bn_batches < 10
+
+    def loss_moved(profile):
+        return np.abs(np.array(profile.loss) - np.array(reference.loss)).max()
+
+    assert 0 < loss_moved(default) < loss_moved(other_seed) / 2
+    planner = Planner(copy.deepcopy(model), num_classes=10, input_size=8, in_channels=data.in_channels)
+
+    def rates_moved(profile, budget):
+        policy = Policy(budget=budget, pd="sensitivity", options={"blend": 0.0})
+        return np.abs(np.array(planner.plan(policy, profile=profile).rates) -
+                      np.array(planner.plan(policy, profile=reference).rates)).max()
+
+    for budget in (30, 50, 70):
+        assert rates_moved(default, budget) <= rates_moved(other_seed, budget) + 1e-9
 
 
 @pytest.mark.parametrize("model_name", ["small_cnn", "resnet20"])
@@ -229,10 +268,6 @@ def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_choos
         return planner.plan(Policy(budget=60, pd="loss_aware"), settings=settings, probe=probe)
 
     cut = allocate()
-
-    def untraceable(self, root):
-        raise RuntimeError("as if fx could not trace it")
-
     monkeypatch.setattr(probing._Tracer, "trace", untraceable)
     whole = allocate()
     assert cut.rates == whole.rates and cut.criteria == whole.criteria

@@ -245,6 +245,27 @@ def test_bad_input_is_one_line_exit_2_before_ray(case, tmp_path, capsys, ray_tri
     assert tree(tmp_path) == before  # nothing written, nothing to clean up
 
 
+def weak_baseline(tmp_path) -> list[str]:
+    from test_start import near_chance_checkpoint
+
+    return search(tmp_path, baseline={"checkpoint": str(near_chance_checkpoint(tmp_path))})
+
+
+# found once the baseline is measured (a Ray task): before any trial, with nothing of a trial written
+AFTER_BASELINE = {
+    "baseline near chance": (weak_baseline, "for chance (10 classes; below chance + 5 points is not searched)"),
+}
+
+
+@pytest.mark.parametrize("case", list(AFTER_BASELINE))
+def test_bad_input_found_on_the_baseline_is_one_line_exit_2_before_any_trial(case, ray_session, tmp_path, capsys):
+    make_argv, message = AFTER_BASELINE[case]
+    assert main(make_argv(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "trials.csv").exists()
+
+
 def test_unreachable_address_is_one_line_exit_2(tmp_path):
     """The only error found by trying: connecting to a cluster that is not there."""
     argv = [sys.executable, "-m", "pdsearch", *search(tmp_path), "--address", "127.0.0.1:1"]

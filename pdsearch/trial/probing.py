@@ -11,7 +11,10 @@ consumer then sees zeros on those channels, exactly as if they had been removed.
   criterion), with short retraining that keeps switched-off channels at zero.
 
 Both run only the network after the group (``PrefixSplit``): what runs before its first
-producer is the same with the group off, and is computed once per batch.
+producer is the same with the group off, and is computed once per batch. The profile
+runs in channels_last, where BatchNorm's train-mode forward (its re-estimation, most of
+the profile's time) is faster on the CPU (benchmarks/sensitivity_profile.py); loss-aware
+stays in the default layout, whose greedy the rounding of another layout could turn.
 """
 from __future__ import annotations
 
@@ -33,14 +36,16 @@ from pdsearch.trial.training import recalibrate_batchnorm
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 _SWITCHABLE = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+PROFILE_LAYOUT = torch.channels_last  # the profile's memory layout (see above)
 
 
 class ChannelSwitch:
     """A copy of a model whose channels can be switched off group by group."""
 
-    def __init__(self, model: nn.Module, input_size: int, in_channels: int, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, input_size: int, in_channels: int, device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         self.structure: ModelStructure = analyze(copy.deepcopy(model).cpu(), input_size, in_channels)
-        self.model = self.structure.model.to(device)
+        self.model = self.structure.model.to(device, memory_format=memory_format)
         self.device = device
         self.full = [full_group(self.structure, g) for g in self.groups]
         self.producers: list[list[tuple[nn.Module, torch.Tensor, torch.Tensor]]] = []
@@ -189,8 +194,9 @@ def measure_sensitivity(model: nn.Module, data: DataBundle, criterion: str, sett
 
     ``on_group(done, total)`` before the first group and after each.
     """
-    switch = ChannelSwitch(model, data.input_size, data.in_channels, device)
-    batches = training_batches(data, device, settings.eval_batches + settings.bn_batches, seed)
+    switch = ChannelSwitch(model, data.input_size, data.in_channels, device, PROFILE_LAYOUT)
+    batches = [(x.contiguous(memory_format=PROFILE_LAYOUT), y)
+               for x, y in training_batches(data, device, settings.eval_batches + settings.bn_batches, seed)]
     held_out, calibration = batches[: settings.eval_batches], batches[settings.eval_batches:]
     recalibrate_batchnorm(switch.model, calibration)  # the reference sees the same re-estimation
     reference = copy.deepcopy(switch.model.state_dict())
