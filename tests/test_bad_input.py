@@ -266,6 +266,7 @@ def test_bad_input_found_on_the_baseline_is_one_line_exit_2_before_any_trial(cas
     assert not (tmp_path / "run" / "trials.csv").exists()
 
 
+@pytest.mark.slow  # (13 s, a fresh process: the default run stays under 5 minutes)
 def test_unreachable_address_is_one_line_exit_2(tmp_path):
     """The only error found by trying: connecting to a cluster that is not there."""
     argv = [sys.executable, "-m", "pdsearch", *search(tmp_path), "--address", "127.0.0.1:1"]

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import optuna
 import pandas as pd
+import pytest
 
 import pdsearch.searching.driver as search_mod
 from pdsearch.cli import main
@@ -68,6 +69,7 @@ def test_rerun_into_same_directory_is_refused(nsga_run, capsys):
     assert "already holds a search" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # (29 s: the default run stays under 5 minutes)
 def test_grid_search_records_failures_and_goes_on(ray_session, tmp_path):
     cfg = tiny_config(
         model={"name": "user_models:fragile_net", "kwargs": {}},

@@ -2,6 +2,7 @@
 that learnt nothing stops the search (unless told to go on)."""
 import io
 
+import pytest
 import torch
 
 from pdsearch.cli import main
@@ -34,6 +35,7 @@ def near_chance_checkpoint(tmp_path):
     return path
 
 
+@pytest.mark.slow  # (24 s: the default run stays under 5 minutes)
 def test_allow_weak_searches_it_anyway_and_quiet_prints_nothing_before_the_summary(ray_session, tmp_path, capsys):
     config = tmp_path / "weak.yaml"
     cfg = tiny_config(baseline={"checkpoint": str(near_chance_checkpoint(tmp_path)), "allow_weak": True},
