@@ -41,3 +41,15 @@ def tiny_table(path, model: str = "small_cnn", input_size: int = 8, in_channels:
         _TABLES[key] = build_table(net, model, input_size, in_channels, runtime=runtime, threads=threads, points=2,
                                    warmup=1, runs=3, anchor_runs=3)
     return copy.deepcopy(_TABLES[key]).save(path)
+
+
+def near_chance_checkpoint(tmp_path):
+    """A small_cnn checkpoint of the tiny config that learnt nothing: all zeros, it predicts one class."""
+    import torch
+
+    from pdsearch.models import build_model
+
+    model = build_model("small_cnn", num_classes=10, in_channels=1, width=8)
+    path = tmp_path / "zeros.pt"
+    torch.save({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, path)
+    return path

@@ -3,13 +3,11 @@ that learnt nothing stops the search (unless told to go on)."""
 import io
 
 import pytest
-import torch
 
 from pdsearch.cli import main
-from pdsearch.models import build_model
 from pdsearch.searching.progress import StartProgress
 
-from configs import tiny_config
+from configs import near_chance_checkpoint, tiny_config
 
 
 def test_start_progress_prints_each_stage_with_its_eta_and_a_heartbeat_while_it_runs():
@@ -26,13 +24,6 @@ def test_start_progress_prints_each_stage_with_its_eta_and_a_heartbeat_while_it_
     assert "baseline, epoch 1/4, val 61.50%, ETA 0:00" in lines[1]
     assert "baseline, epoch 4/4, val 97.25%, done in 0 s" in lines[2]
     assert "sensitivity profile, group 0/5, ETA -" in lines[3]
-
-
-def near_chance_checkpoint(tmp_path):
-    model = build_model("small_cnn", num_classes=10, in_channels=1, width=8)
-    path = tmp_path / "zeros.pt"
-    torch.save({k: torch.zeros_like(v) for k, v in model.state_dict().items()}, path)  # predicts one class
-    return path
 
 
 @pytest.mark.slow  # (24 s: the default run stays under 5 minutes)
