@@ -16,7 +16,7 @@ import torch
 from digits import digits_config, parse_digits_args
 
 from pdsearch.trial.baseline import build_baseline
-from pdsearch.trial.sensitivity import compute_profile
+from pdsearch.trial.profile import compute_profile
 from pdsearch.trial.trial import run_trial
 
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5", "sensitivity", "loss_aware"]

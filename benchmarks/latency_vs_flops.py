@@ -30,10 +30,10 @@ from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
-from pdsearch.runtimes import RUNTIMES
+from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import build_baseline
-from pdsearch.trial.sensitivity import compute_profile
+from pdsearch.trial.profile import compute_profile
 from pdsearch.trial.trial import allocate, trial_context
 
 PDS = ["PD1", "PD2", "PD3", "PD4", "PD5"]

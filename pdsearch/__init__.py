@@ -21,7 +21,7 @@ _LAZY = {
     "resume": "pdsearch.searching.driver",
     "report": "pdsearch.reporting.document",
     "select": "pdsearch.reporting.selection",
-    "sensitivity": "pdsearch.reporting.sensitivity",
+    "sensitivity": "pdsearch.reporting.profile_report",
     "dashboard": "pdsearch.reporting.dashboard",
     "list_models": "pdsearch.models",
 }

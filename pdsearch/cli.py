@@ -8,7 +8,7 @@ import warnings
 from typing import Sequence
 
 from pdsearch.errors import Interrupted, PdsearchError
-from pdsearch.objectives import CONSTRAINTS, OBJECTIVES  # a plain table: keeps `pdsearch --help` fast
+from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES  # a plain table: keeps `pdsearch --help` fast
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +54,7 @@ def _amount_flags(args: argparse.Namespace) -> dict:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from pdsearch.planning import Planner, grid_amounts
     from pdsearch.policy import Needs, Policy, normalize_pd
-    from pdsearch.policy.budget import NO_TABLE
+    from pdsearch.policy.solve import NO_TABLE
 
     fields = dict(mode=args.mode, criterion=args.criterion, target=args.target, max_rate=args.max_rate,
                   round_to=args.round_to)
@@ -177,7 +177,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> int:
-    from pdsearch.reporting.sensitivity import describe, sensitivity
+    from pdsearch.reporting.profile_report import describe, sensitivity
 
     print(describe(sensitivity(args.run_dir)))
     return 0

@@ -15,16 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from pdsearch.data import DATASETS
 from pdsearch.errors import PdsearchError
-from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
+from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.policy.allocators import ALLOCATORS, Settings, allocator_for, modes
 from pdsearch.policy.criteria import CRITERIA
 from pdsearch.policy.policy import PD_SHAPES, normalize_pd
 from pdsearch.ranges import Range
 from pdsearch.registry import load_plugins, unknown
-from pdsearch.runtimes import RUNTIMES
-from pdsearch.searching.samplers import SAMPLERS
-from pdsearch.searching.schedulers import SCHEDULERS
-from pdsearch.trackers import TRACKERS
+from pdsearch.catalog.runtimes import RUNTIMES
+from pdsearch.catalog.samplers import SAMPLERS
+from pdsearch.catalog.schedulers import SCHEDULERS
+from pdsearch.catalog.trackers import TRACKERS
 
 
 def registered(name: str, registry: Mapping[str, Any], what: str) -> str:

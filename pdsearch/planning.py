@@ -18,7 +18,7 @@ from pdsearch.models import accepts_in_channels, build_model
 from pdsearch.policy import Allocation, CostSpace, Needs, Policy, Problem, goal_of
 from pdsearch.pruning import ModelStructure, analyze
 from pdsearch.registry import unknown
-from pdsearch.runtimes import RUNTIMES
+from pdsearch.catalog.runtimes import RUNTIMES
 
 
 def _reduction(base: float, pruned: float) -> float:

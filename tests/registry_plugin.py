@@ -17,13 +17,13 @@ from pdsearch.data import DATASETS, Dataset
 from pdsearch.data.bundle import TensorSplit
 from pdsearch.data.loaders import digits
 from pdsearch.models import register_model
-from pdsearch.objectives import OBJECTIVES, Constraint, Objective
+from pdsearch.catalog.objectives import OBJECTIVES, Constraint, Objective
 from pdsearch.policy.allocators import Allocator, register
-from pdsearch.policy.budget import bisect
+from pdsearch.policy.solve import bisect
 from pdsearch.policy.criteria import CRITERIA, Criterion
-from pdsearch.runtimes import RUNTIMES, Runtime
-from pdsearch.searching.samplers import SAMPLERS, Sampler
-from pdsearch.searching.schedulers import SCHEDULERS, Scheduler
+from pdsearch.catalog.runtimes import RUNTIMES, Runtime
+from pdsearch.catalog.samplers import SAMPLERS, Sampler
+from pdsearch.catalog.schedulers import SCHEDULERS, Scheduler
 
 CALLS = {"sampler": 0, "scheduler": 0}  # what ran in the driver's process
 
@@ -110,6 +110,6 @@ def plugin_net(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes),
     )
 
-from pdsearch.trackers import TRACKERS, Tracker  # noqa: E402
+from pdsearch.catalog.trackers import TRACKERS, Tracker  # noqa: E402
 
 TRACKERS["neptune"] = Tracker("neptune_tracker:Session", requires="neptune", extra="neptune")  # not installed here

@@ -148,7 +148,7 @@ def test_switching_channels_off_computes_what_removing_them_does(model, size):
     """The probe's cheap stand-in for pruning gives the pruned model's outputs exactly."""
     from pdsearch.models import build_model
     from pdsearch.pruning import lowest_channels
-    from pdsearch.pruning.criteria import GroupScorer
+    from pdsearch.pruning.importance import GroupScorer
     from pdsearch.trial.probing import ChannelSwitch
 
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from pdsearch.errors import PdsearchError
 from pdsearch.policy import TABLES, Policy
 
 # The tables as printed in FlexiPrune's publication (percent, conv layers in order),
-# transcribed independently of pdsearch/policy/flexiprune.py.
+# transcribed independently of pdsearch/policy/flexiprune_tables.py.
 PUBLISHED = """
 alexnet PD1 50 50 50 50 50
 alexnet PD2 34 48 56 66 76

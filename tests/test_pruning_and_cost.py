@@ -129,7 +129,7 @@ def test_group_depth_positions_span_zero_to_one(planners):
 
 
 def test_cosine_criterion_drops_duplicated_filters_first():
-    from pdsearch.pruning.criteria import importance
+    from pdsearch.pruning.importance import importance
 
     conv = torch.nn.Conv2d(3, 6, 3)
     with torch.no_grad():

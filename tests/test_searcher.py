@@ -155,7 +155,7 @@ def test_every_registered_sampler_survives_tunes_pickling_mid_study(tmp_path):
     """Tune pickles the searcher (its study and sampler) when the Tuner starts and at each checkpoint."""
     import pickle
 
-    from pdsearch.searching.samplers import SAMPLERS
+    from pdsearch.catalog.samplers import SAMPLERS
 
     for name in SAMPLERS:
         cfg = tiny_config(search={"sampler": name, "num_trials": 6, "population_size": 2})

@@ -1,6 +1,6 @@
 """Measured inference latency on a runtime: what deployment pays, which FLOPs do not always predict.
 
-A runtime's session (``pdsearch.runtimes``) prepares a model once and returns a callable
+A runtime's session (``pdsearch.catalog.runtimes``) prepares a model once and returns a callable
 that runs one forward pass of a fixed batch: eager PyTorch, or the model exported to ONNX
 and run by ONNX Runtime. Timing is the same for every runtime: warm-up runs, then the
 median of N timed runs (and the interquartile range), CUDA synchronised around each run.
@@ -26,7 +26,7 @@ from torch import nn
 from pdsearch.errors import PdsearchError
 from pdsearch.files import native_output_silenced
 from pdsearch.registry import resolve
-from pdsearch.runtimes import RUNTIMES
+from pdsearch.catalog.runtimes import RUNTIMES
 
 ONNX_OPSET = 17
 Session = Callable[[], object]  # one forward pass of the batch the session was made for

@@ -43,7 +43,7 @@ from pdsearch.cost.latency import compare_sessions, device_name, session, time_s
 from pdsearch.errors import PdsearchError
 from pdsearch.files import atomic_path
 from pdsearch.pruning import analyze, prune
-from pdsearch.runtimes import RUNTIMES
+from pdsearch.catalog.runtimes import RUNTIMES
 
 VERSION = 1
 STEP = 8  # NetAdapt's channel step: the aligned samples are multiples of it, the others one short

@@ -1,9 +1,9 @@
 """Policy: how much to prune (GPR or budget), how to spread it (allocator), which filters (criterion)."""
 from pdsearch.policy.allocators import ALLOCATORS, Allocation, Needs, Problem, SensitivityProfile, goal_of
-from pdsearch.policy.budget import CostSpace, Goal
+from pdsearch.policy.solve import CostSpace, Goal
 from pdsearch.policy.criteria import CRITERIA
 from pdsearch.policy.distribution import shape
-from pdsearch.policy.flexiprune import TABLES, architecture, flexiprune_rates
+from pdsearch.policy.flexiprune_tables import TABLES, architecture, flexiprune_rates
 from pdsearch.policy.policy import PD_SHAPES, Policy, normalize_pd
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Filter criteria: the registry ``criterion`` and ``criteria_pool`` name (torch-free).
 
 Each entry names a Torch-Pruning ``Importance`` by import path, so the config and the
-policy validate a criterion without torch; pdsearch.pruning.criteria builds it when a
+policy validate a criterion without torch; pdsearch.pruning.importance builds it when a
 model is pruned. Adding a criterion is one entry here (and its Importance class, if
 Torch-Pruning lacks it).
 """
@@ -26,7 +26,7 @@ CRITERIA: dict[str, Criterion] = {
     "l1": Criterion(f"{_TP}.GroupMagnitudeImportance", {"p": 1}),
     "l2": Criterion(f"{_TP}.GroupMagnitudeImportance", {"p": 2}),
     "fpgm": Criterion(f"{_TP}.FPGMImportance"),
-    "cosine": Criterion("pdsearch.pruning.criteria:CosineSimilarityImportance"),
+    "cosine": Criterion("pdsearch.pruning.importance:CosineSimilarityImportance"),
     "random": Criterion(f"{_TP}.RandomImportance"),
     "taylor": Criterion(f"{_TP}.GroupTaylorImportance", needs_gradients=True),
     "bn_scale": Criterion(f"{_TP}.BNScaleImportance"),

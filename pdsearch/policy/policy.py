@@ -15,7 +15,7 @@ from typing import Any
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators import Allocator, allocator_for, distribution_allocators, modes
-from pdsearch.policy.budget import LABELS
+from pdsearch.policy.solve import LABELS
 from pdsearch.policy.criteria import check_criterion
 from pdsearch.registry import unknown
 

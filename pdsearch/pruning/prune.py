@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pdsearch.errors import PdsearchError
-from pdsearch.pruning.criteria import GroupScorer, needs_gradients
+from pdsearch.pruning.importance import GroupScorer, needs_gradients
 from pdsearch.pruning.structure import ChannelGroup, ModelStructure, analyze
 
 

@@ -16,10 +16,10 @@ from typing import Union
 import pandas as pd
 
 from pdsearch.errors import PdsearchError
-from pdsearch.objectives import OBJECTIVES
+from pdsearch.catalog.objectives import OBJECTIVES
 from pdsearch.reporting import figures as mpl
 from pdsearch.reporting import interactive
-from pdsearch.reporting.sensitivity import plot_profile
+from pdsearch.reporting.profile_report import plot_profile
 from pdsearch.reporting.tables import (
     amount_label,
     baseline_table,
@@ -32,7 +32,7 @@ from pdsearch.reporting.tables import (
 from pdsearch.reporting.tradeoff import cost_axes, measured_axes, measured_gap, predicted_gap
 from pdsearch.run.directory import SENSITIVITY_PNG, Run, load_run
 from pdsearch.run.front import hypervolume
-from pdsearch.trial.sensitivity import cached_profile
+from pdsearch.trial.profile import cached_profile
 
 PREDICTED_PNG = "latency_predicted_vs_measured.png"
 PLOTS = {

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.offline import get_plotlyjs
 
-from pdsearch.objectives import reductions
+from pdsearch.catalog.objectives import reductions
 from pdsearch.reporting.tradeoff import MeasuredGap, cost_axis, envelope
 from pdsearch.run.directory import Run
 

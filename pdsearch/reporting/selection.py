@@ -23,13 +23,13 @@ from pdsearch.config import Constraints, override_constraints
 from pdsearch.cost.latency import ONNX_OPSET, export_onnx
 from pdsearch.errors import NoFeasiblePolicy, PdsearchError
 from pdsearch.files import atomic_path
-from pdsearch.objectives import CONSTRAINTS, OBJECTIVES, given
+from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES, given
 from pdsearch.planning import Plan, Planner
 from pdsearch.policy import Policy
 from pdsearch.registry import unknown
 from pdsearch.run.directory import POLICY_JSON, Run, load_run
 from pdsearch.run.lock import run_lock
-from pdsearch.runtimes import RUNTIMES
+from pdsearch.catalog.runtimes import RUNTIMES
 
 PREFERENCES = ("knee", *OBJECTIVES)
 METRICS = ("accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std", "acc_drop", "flops", "params",

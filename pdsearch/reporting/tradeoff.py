@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pdsearch.cost import count_unit
-from pdsearch.objectives import OBJECTIVES
+from pdsearch.catalog.objectives import OBJECTIVES
 from pdsearch.run.directory import Run
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from pdsearch.config import Constraints, SearchConfig, load_config
 from pdsearch.errors import PdsearchError
 from pdsearch.files import atomic_path
-from pdsearch.objectives import CONSTRAINTS, OBJECTIVES
+from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.registry import unknown
 from pdsearch.run.front import pareto_front
 from pdsearch.space import POLICY_COLUMNS, SearchSpace, policy_fields

@@ -6,7 +6,7 @@ import optuna
 import pandas as pd
 
 from pdsearch.config import Constraints
-from pdsearch.objectives import OBJECTIVES
+from pdsearch.catalog.objectives import OBJECTIVES
 
 
 def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Constraints | None = None) -> pd.DataFrame:

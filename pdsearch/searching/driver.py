@@ -35,12 +35,12 @@ from ray import tune
 from pdsearch.config import SearchConfig, load_config, parse_config, with_overrides
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.errors import Interrupted, PdsearchError
-from pdsearch.objectives import directions, metrics
+from pdsearch.catalog.objectives import directions, metrics
 from pdsearch.planning import Planner
 from pdsearch.policy import SensitivityProfile
 from pdsearch.pruning import check_prunable
 from pdsearch.registry import resolve
-from pdsearch.reporting.tracking import sessions as tracker_sessions
+from pdsearch.searching.tracking import sessions as tracker_sessions
 from pdsearch.run.directory import (
     CONFIG_YAML,
     LATENCY_TABLE,
@@ -57,12 +57,12 @@ from pdsearch.searching.cluster import concurrency, connect, probe_address, reus
 from pdsearch.searching.outage import OUTAGE, OutageWatch, StudyUnreachable, reopen_search
 from pdsearch.searching.progress import StartProgress, trial_dirname, trial_name, tune_reporter
 from pdsearch.searching.recording import TrialRecorder
-from pdsearch.searching.schedulers import SCHEDULERS
+from pdsearch.catalog.schedulers import SCHEDULERS
 from pdsearch.searching.searcher import PolicySearcher
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import build_baseline, cached_baseline, load_checkpoint, model_and_data, save_baseline
 from pdsearch.trial.loss_path import cached_paths, compute_paths, needs_paths, save_paths
-from pdsearch.trial.sensitivity import cached_profile, compute_profile, needs_profile, save_profile
+from pdsearch.trial.profile import cached_profile, compute_profile, needs_profile, save_profile
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import run_trial
 

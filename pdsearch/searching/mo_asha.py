@@ -12,7 +12,7 @@ infeasible at a rung: an accuracy constraint judged on a half-fine-tuned accurac
 stop exactly the heavily pruned policies that need the epochs most.
 
 Ray Tune's own schedulers track one metric; Optuna's pruners refuse multi-objective
-studies. This is the piece neither has. Registered in pdsearch.searching.schedulers.
+studies. This is the piece neither has. Registered in pdsearch.catalog.schedulers.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from pdsearch.config import SearchConfig
-from pdsearch.objectives import directions, metrics
+from pdsearch.catalog.objectives import directions, metrics
 from pdsearch.trial.trial import RUNNING
 
 Record = tuple[np.ndarray, float]  # losses (lower is better), total constraint violation (> 0: infeasible)

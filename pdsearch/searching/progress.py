@@ -18,7 +18,7 @@ import pandas as pd
 from ray import tune
 
 from pdsearch.errors import PdsearchError
-from pdsearch.objectives import OBJECTIVES, reductions
+from pdsearch.catalog.objectives import OBJECTIVES, reductions
 from pdsearch.registry import unknown
 from pdsearch.run.directory import TRIALS_CSV, Run, load_run, status_counts
 from pdsearch.run.front import hypervolume

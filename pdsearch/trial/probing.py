@@ -31,7 +31,7 @@ from pdsearch.data.bundle import DataBundle
 from pdsearch.policy.allocators.loss_aware import LossAwareSettings
 from pdsearch.policy.allocators.sensitivity import SensitivityProfile, SensitivitySettings
 from pdsearch.pruning import ModelStructure, accumulate_gradients, analyze, full_group, lowest_channels
-from pdsearch.pruning.criteria import GroupScorer, needs_gradients
+from pdsearch.pruning.importance import GroupScorer, needs_gradients
 from pdsearch.trial.training import recalibrate_batchnorm
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.budget import CostSpace, Goal
+from pdsearch.policy.solve import CostSpace, Goal
 from pdsearch.ranges import Range
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import ALLOCATORS, Allocation, Allocator, Needs, Problem, Settings, register
-from pdsearch.policy.budget import refine
+from pdsearch.policy.solve import refine
 from pdsearch.policy.criteria import check_criterion
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Needs, Problem, Settings, register
-from pdsearch.policy.budget import bisect, refine
+from pdsearch.policy.solve import bisect, refine
 from pdsearch.ranges import Range
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import numpy as np
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, register
-from pdsearch.policy.budget import bisect, refine
+from pdsearch.policy.solve import bisect, refine
 from pdsearch.policy.distribution import shape
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """``pdsearch sensitivity RUN_DIR``: the baseline's sensitivity profile, shown.
 
-Computes the profile if the run has none yet (pdsearch.trial.sensitivity), prints it,
+Computes the profile if the run has none yet (pdsearch.trial.profile), prints it,
 and writes ``sensitivity.csv`` and ``sensitivity.png``; the report draws the same figure.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pdsearch.errors import PdsearchError
 from pdsearch.policy import SensitivityProfile
 from pdsearch.run.directory import SENSITIVITY_CSV, SENSITIVITY_PNG, read_setup
 from pdsearch.trial.baseline import cached_baseline
-from pdsearch.trial.sensitivity import cached_profile, compute_profile, save_profile
+from pdsearch.trial.profile import cached_profile, compute_profile, save_profile
 
 
 @dataclass

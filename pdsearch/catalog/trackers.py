@@ -1,6 +1,6 @@
 """The experiment trackers a search logs to (``search.trackers``), each declared once (light: config reads it).
 
-A tracker names its session (``pdsearch.reporting.tracking``) by import path and what it
+A tracker names its session (``pdsearch.searching.tracking``) by import path and what it
 needs installed. Adding one is a session class there plus one line here.
 """
 from __future__ import annotations
@@ -24,6 +24,6 @@ class Tracker:
 
 
 TRACKERS: dict[str, Tracker] = {
-    "mlflow": Tracker("pdsearch.reporting.tracking:MLflowSession", "mlflow", "mlflow"),
-    "wandb": Tracker("pdsearch.reporting.tracking:WandbSession", "wandb", "wandb"),
+    "mlflow": Tracker("pdsearch.searching.tracking:MLflowSession", "mlflow", "mlflow"),
+    "wandb": Tracker("pdsearch.searching.tracking:WandbSession", "wandb", "wandb"),
 }

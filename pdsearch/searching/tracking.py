@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pdsearch.registry import resolve
-from pdsearch.trackers import TRACKERS
+from pdsearch.catalog.trackers import TRACKERS
 
 if TYPE_CHECKING:
     from pdsearch.config import SearchConfig
