@@ -25,12 +25,12 @@ import torch
 from figures import save  # benchmarks/figures.py (scripts run from this folder)
 from matplotlib.figure import Figure
 
+from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.config import parse_config
 from pdsearch.cost.latency import compare, reduction_pct
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune
-from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import build_baseline
 from pdsearch.trial.profile import compute_profile

@@ -70,7 +70,7 @@ def anytime(run_dir: Path) -> pd.DataFrame:
         if row["status"] == "ok":
             done.append(row)
         front = pareto_front(pd.DataFrame(done), objectives, run.cfg.search.constraints) if done else pd.DataFrame()
-        points.append((spent, hypervolume(front, objectives, run.model["flops"], run.model["params"])))
+        points.append((spent, hypervolume(front, objectives, run.model)))
     return pd.DataFrame(points, columns=["epochs", "hypervolume"])
 
 

@@ -29,7 +29,8 @@ from pdsearch.config import parse_config
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.policy.allocators.sensitivity import SensitivitySettings
-from pdsearch.trial import probing
+from pdsearch.trial import channel_switch
+from pdsearch.trial import profile as profile_module
 from pdsearch.trial.baseline import build_baseline, model_and_data
 
 BUDGETS = (30, 50, 70)
@@ -42,11 +43,11 @@ def _whole(self, root):
 def profile(model, data, cut: bool = True, channels_last: bool = True, bn_batches: int = 5, seed: int = 0):
     with ExitStack() as stack:
         if not cut:
-            stack.enter_context(mock.patch.object(probing._Tracer, "trace", _whole))
+            stack.enter_context(mock.patch.object(channel_switch._Tracer, "trace", _whole))
         if not channels_last:
-            stack.enter_context(mock.patch.object(probing, "PROFILE_LAYOUT", torch.contiguous_format))
+            stack.enter_context(mock.patch.object(profile_module, "PROFILE_LAYOUT", torch.contiguous_format))
         start = time.perf_counter()
-        result = probing.measure_sensitivity(model, data, "l1", SensitivitySettings(bn_batches=bn_batches),
+        result = profile_module.measure_sensitivity(model, data, "l1", SensitivitySettings(bn_batches=bn_batches),
                                              torch.device("cpu"), seed=seed)
         return result, time.perf_counter() - start
 

@@ -15,7 +15,7 @@ _LAZY = {
     "Planner": "pdsearch.planning",
     "plan": "pdsearch.planning",
     "plan_grid": "pdsearch.planning",
-    "latency_table": "pdsearch.planning",
+    "latency_table": "pdsearch.cost.target",
     "Policy": "pdsearch.policy",
     "search": "pdsearch.searching.driver",
     "resume": "pdsearch.searching.driver",

@@ -7,8 +7,8 @@ import sys
 import warnings
 from typing import Sequence
 
-from pdsearch.errors import Interrupted, PdsearchError
 from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES  # a plain table: keeps `pdsearch --help` fast
+from pdsearch.errors import Interrupted, PdsearchError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -103,7 +103,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _cmd_latency_table(args: argparse.Namespace) -> int:
     import time
 
-    from pdsearch.planning import latency_table
+    from pdsearch.cost.target import latency_table
 
     start = latest = time.time()
     printed, began = 0.0, {}  # stage -> when it began: each stage's own pace (an anchor times the whole model)
@@ -135,20 +135,19 @@ def _grid_amount(args: argparse.Namespace) -> dict:
     return {"gprs": args.gprs}
 
 
-def _print_front(result: dict) -> None:
+def _print_front(result) -> None:
     from pdsearch.run.directory import status_counts
 
-    base = result["baseline"]
-    trials, front = result["trials"], result["pareto"]
+    base, trials, front = result.baseline, result.trials, result.front
     print(f"\nbaseline: val {base['val_accuracy']:.2f}%  test {base['test_accuracy']:.2f}%")
     print(f"trials: {len(trials)} ({status_counts(trials)})"
-          + (f" in {result['seconds']:.0f} s" if result.get("seconds") else ""))
+          + (f" in {result.seconds:.0f} s" if result.seconds else ""))
     if len(front):
         _print_front_table(front)
     else:
         print("Pareto front: empty (no completed trial meets the constraints)")
-    run = result["run_dir"]
-    print(f"\nwritten to {run}: {', '.join(result['written'])}")
+    run = result.run_dir
+    print(f"\nwritten to {run}: {', '.join(result.written)}")
     print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.pt2")
 
 

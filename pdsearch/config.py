@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pdsearch.data import DATASETS
-from pdsearch.errors import PdsearchError
 from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
-from pdsearch.policy.allocators import ALLOCATORS, Settings, allocator_for, modes
-from pdsearch.policy.criteria import CRITERIA
-from pdsearch.policy.policy import PD_SHAPES, normalize_pd
-from pdsearch.ranges import Range
-from pdsearch.registry import load_plugins, unknown
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.catalog.samplers import SAMPLERS
 from pdsearch.catalog.schedulers import SCHEDULERS
 from pdsearch.catalog.trackers import TRACKERS
+from pdsearch.data import DATASETS
+from pdsearch.errors import PdsearchError
+from pdsearch.policy.allocators import ALLOCATORS, Settings, allocator_for, modes
+from pdsearch.policy.criteria import CRITERIA
+from pdsearch.policy.policy import PD_SHAPES, normalize_pd
+from pdsearch.ranges import Range
+from pdsearch.registry import did_you_mean, load_plugins, unknown
 
 
 def registered(name: str, registry: Mapping[str, Any], what: str) -> str:
@@ -263,8 +263,37 @@ class SpaceConfig(_Section):
             raise ValueError(f"allocators.{name}.{_format_error(exc)}") from None
 
 
-class _ConstraintsBase(_Section):
-    """One optional bound per objective (objectives.CONSTRAINTS): the fields are made from that table."""
+class Constraints(_Section):
+    """One optional bound per objective (objectives.CONSTRAINTS), a plugin's as well as a built-in's.
+
+    The keys are read from the table when a config is validated, after ``plugins:`` load,
+    so an objective a plugin registers is constrained like a built-in one.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_bounds(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping of constraints, got {type(data).__name__}")
+        fields = {c.field: c for c in CONSTRAINTS.values()}
+        bounds = {}
+        for key, value in data.items():
+            if key not in fields:
+                raise ValueError(f".{key}: unknown key{did_you_mean(key, fields)}: the constraints are {', '.join(fields)}")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f".{key}: give a number, got {value!r}")
+            if value < 0 or (fields[key].percent and value >= 100):
+                raise ValueError(f".{key}: must lie in [0, {'100)' if fields[key].percent else 'inf)'}, got {value:g}")
+            bounds[key] = float(value)
+        return bounds
+
+    def limit(self, field: str) -> float | None:
+        """The bound set on ``field`` (``min_flops_reduction``, ...), None if it is not constrained."""
+        return (self.model_extra or {}).get(field)
 
     def violations(self, metrics: Mapping[str, Any], fixed_only: bool = False) -> dict[str, float]:
         """By how much a trial misses each set constraint (Optuna's convention: met when <= 0), in points.
@@ -276,27 +305,20 @@ class _ConstraintsBase(_Section):
         for c in CONSTRAINTS.values():
             if fixed_only and c.evolves:
                 continue
-            limit = getattr(self, c.field)
+            limit = self.limit(c.field)
             if limit is not None:
                 value = float(metrics[c.metric])
                 values[c.name] = value - limit if c.sense == "<=" else limit - value
         return values
 
     def describe(self) -> str:
-        parts = [f"{c.label} {c.sense} {getattr(self, c.field):g}{c.unit}"
-                 for c in CONSTRAINTS.values() if getattr(self, c.field) is not None]
+        parts = [f"{c.label} {c.sense} {self.limit(c.field):g}{c.unit}"
+                 for c in CONSTRAINTS.values() if self.limit(c.field) is not None]
         return ", ".join(parts) or "no constraints"
 
     def measures(self) -> set[str]:
         """What trials must measure for the constraints set (latency, energy)."""
-        return {o.measures for o in OBJECTIVES.values()  # (a plugin's objective offers no constraint key here)
-                if o.measures and getattr(self, o.constraint.field, None) is not None}
-
-
-Constraints = create_model(
-    "Constraints", __base__=_ConstraintsBase,
-    **{c.field: (Optional[float], Field(None, ge=0, lt=100 if c.percent else None)) for c in CONSTRAINTS.values()},
-)
+        return {o.measures for o in OBJECTIVES.values() if o.measures and self.limit(o.constraint.field) is not None}
 
 
 class LatencyConfig(_Section):
@@ -464,14 +486,13 @@ def _format_error(exc: ValidationError) -> str:
     if err["type"] == "extra_forbidden":
         message = "unknown key"
     extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    if message.startswith("."):  # a section's validator naming the key within it (".min_flops_reduction: ...")
+        return f"{where}{message}{extra}" if where else f"{message[1:]}{extra}"
     return f"{where}: {message}{extra}" if where else f"{message}{extra}"
 
 
 def override_constraints(base: Constraints, **values: float | None) -> Constraints:
     """``base`` with the constraints given (None keeps base's), validated like the config."""
-    extra = set(values) - {c.field for c in CONSTRAINTS.values()}
-    if extra:
-        raise PdsearchError(unknown("constraint", sorted(extra)[0], [c.field for c in CONSTRAINTS.values()]))
     try:
         return Constraints.model_validate({**base.model_dump(), **{k: v for k, v in values.items() if v is not None}})
     except ValidationError as exc:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import optuna
 
-from pdsearch.errors import PdsearchError
 from pdsearch.catalog.objectives import given
+from pdsearch.catalog.samplers import SAMPLERS
+from pdsearch.errors import PdsearchError
 from pdsearch.policy import ALLOCATORS, PD_SHAPES, Policy
 from pdsearch.policy.allocators import allocator_for
 from pdsearch.policy.policy import MIXED_CRITERIA
 from pdsearch.ranges import Range
-from pdsearch.catalog.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     from pdsearch.config import SearchConfig

@@ -55,11 +55,11 @@ def main() -> None:
     if mode == "kill":
         threading.Thread(target=kill_a_worker_mid_search, args=(cluster, workers[0], heartbeats, run_dir, killed), daemon=True).start()
     result = run_search(cfg, run_dir)
-    trials = result["trials"]
+    trials = result.trials
     print(json.dumps({
         "trials": len(trials), "statuses": sorted(trials["status"].unique()), "ids_unique": bool(trials["trial_id"].is_unique),
         "nodes": sorted(trials["node_id"].unique()), "gpu_nodes": [w.node_id for w in workers],
-        "head": cluster.head_node.node_id, "killed": killed.get("node_id"), "front": len(result["pareto"]),
+        "head": cluster.head_node.node_id, "killed": killed.get("node_id"), "front": len(result.front),
         "retries": int(trials["retries"].sum()),
         "failures": sorted({str(row.get("failure_reason")) for _, row in trials[trials["status"] != "ok"].iterrows()}),
     }))

@@ -12,18 +12,18 @@ import torch_pruning as tp
 from ray.tune.schedulers import FIFOScheduler
 from torch import nn
 
+from pdsearch.catalog.objectives import OBJECTIVES, Constraint, Objective
+from pdsearch.catalog.runtimes import RUNTIMES, Runtime
+from pdsearch.catalog.samplers import SAMPLERS, Sampler
+from pdsearch.catalog.schedulers import SCHEDULERS, Scheduler
 from pdsearch.cost.latency import torch_session
 from pdsearch.data import DATASETS, Dataset
 from pdsearch.data.bundle import TensorSplit
 from pdsearch.data.loaders import digits
 from pdsearch.models import register_model
-from pdsearch.catalog.objectives import OBJECTIVES, Constraint, Objective
 from pdsearch.policy.allocators import Allocator, register
-from pdsearch.policy.solve import bisect
 from pdsearch.policy.criteria import CRITERIA, Criterion
-from pdsearch.catalog.runtimes import RUNTIMES, Runtime
-from pdsearch.catalog.samplers import SAMPLERS, Sampler
-from pdsearch.catalog.schedulers import SCHEDULERS, Scheduler
+from pdsearch.policy.solve import bisect
 
 CALLS = {"sampler": 0, "scheduler": 0}  # what ran in the driver's process
 

@@ -149,7 +149,7 @@ def test_switching_channels_off_computes_what_removing_them_does(model, size):
     from pdsearch.models import build_model
     from pdsearch.pruning import lowest_channels
     from pdsearch.pruning.importance import GroupScorer
-    from pdsearch.trial.probing import ChannelSwitch
+    from pdsearch.trial.channel_switch import ChannelSwitch
 
     torch.manual_seed(0)
     net = build_model(model, num_classes=10)
@@ -198,18 +198,18 @@ def test_the_profile_runs_only_what_follows_each_group_and_measures_what_the_who
     """Cut at each group's first producer (torch.fx), in channels_last, against the whole model as it ran before."""
     from pdsearch.planning import Planner
     from pdsearch.policy.allocators.sensitivity import SensitivitySettings
-    from pdsearch.trial import probing
+    from pdsearch.trial import channel_switch, profile
     from pdsearch.trial.baseline import model_and_data
 
     if model_name.startswith("timm/"):
         pytest.importorskip("timm")
     model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 8}))
-    assert probing.PrefixSplit(model).traced is not None  # the cut path, not the fallback
+    assert channel_switch.PrefixSplit(model).traced is not None  # the cut path, not the fallback
     settings = SensitivitySettings(rates=[0.3, 0.8], bn_batches=1, eval_batches=1)
-    cut = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
-    monkeypatch.setattr(probing._Tracer, "trace", untraceable)  # as every measurement ran before:
-    monkeypatch.setattr(probing, "PROFILE_LAYOUT", torch.contiguous_format)  # whole, in the default layout
-    whole = probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
+    cut = profile.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
+    monkeypatch.setattr(channel_switch._Tracer, "trace", untraceable)  # as every measurement ran before:
+    monkeypatch.setattr(profile, "PROFILE_LAYOUT", torch.contiguous_format)  # whole, in the default layout
+    whole = profile.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"))
     assert cut.groups == whole.groups
     np.testing.assert_allclose(cut.loss, whole.loss, rtol=1e-4, atol=1e-5)
     one_image = 100.0 / 64  # an image on the edge may flip with float rounding
@@ -225,7 +225,7 @@ def test_the_default_batchnorm_batches_move_the_profile_less_than_another_seed_d
     """BatchNorm re-estimated on 5 batches rather than 10: equally good, as the measurement's own spread says."""
     from pdsearch.planning import Planner
     from pdsearch.policy.allocators.sensitivity import SensitivitySettings
-    from pdsearch.trial import probing
+    from pdsearch.trial import profile
     from pdsearch.trial.baseline import model_and_data
 
     model, data = model_and_data(tiny_config())
@@ -233,7 +233,7 @@ def test_the_default_batchnorm_batches_move_the_profile_less_than_another_seed_d
 
     def measure(bn_batches: int, seed: int):
         settings = SensitivitySettings(bn_batches=bn_batches)
-        return probing.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"), seed=seed)
+        return profile.measure_sensitivity(model, data, "l1", settings, torch.device("cpu"), seed=seed)
 
     reference, other_seed, default = measure(10, 0), measure(10, 1), measure(SensitivitySettings().bn_batches, 0)
     assert SensitivitySettings().bn_batches < 10
@@ -256,7 +256,7 @@ def test_the_default_batchnorm_batches_move_the_profile_less_than_another_seed_d
 @pytest.mark.parametrize("model_name", ["small_cnn", "resnet20"])
 def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_chooses(model_name, monkeypatch):
     from pdsearch.planning import Planner
-    from pdsearch.trial import probing
+    from pdsearch.trial import channel_switch, loss_probe
     from pdsearch.trial.baseline import model_and_data
 
     model, data = model_and_data(tiny_config(model={"name": model_name, "kwargs": {}}, data={"input_size": 16}))
@@ -264,11 +264,11 @@ def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_choos
     settings = {"loss_aware": LossAwareSettings(pool=["l1", "fpgm"], retrain_every=20, retrain_steps=2)}
 
     def allocate():
-        probe = probing.loss_probe_factory(model, data, 0.02, torch.device("cpu"))
+        probe = loss_probe.loss_probe_factory(model, data, 0.02, torch.device("cpu"))
         return planner.plan(Policy(budget=60, pd="loss_aware"), settings=settings, probe=probe)
 
     cut = allocate()
-    monkeypatch.setattr(probing._Tracer, "trace", untraceable)
+    monkeypatch.setattr(channel_switch._Tracer, "trace", untraceable)
     whole = allocate()
     assert cut.rates == whole.rates and cut.criteria == whole.criteria
     assert abs(cut.flops["reduction_pct"] - 60) <= 0.5
@@ -278,7 +278,7 @@ def test_a_loss_aware_path_to_the_largest_budget_holds_every_smaller_allocation(
     """The search measures one greedy path per run; each trial's allocation is its prefix, exactly the direct one."""
     from pdsearch.planning import Planner
     from pdsearch.policy.allocators.loss_aware import LossAware, path_key
-    from pdsearch.trial import probing
+    from pdsearch.trial import loss_probe
     from pdsearch.trial.baseline import model_and_data
 
     model, data = model_and_data(tiny_config(data={"input_size": 16}))
@@ -288,7 +288,7 @@ def test_a_loss_aware_path_to_the_largest_budget_holds_every_smaller_allocation(
 
     def probe(s):
         built.append(s)
-        return probing.loss_probe_factory(model, data, 0.02, torch.device("cpu"))(s)
+        return loss_probe.loss_probe_factory(model, data, 0.02, torch.device("cpu"))(s)
 
     direct = {b: planner.plan(Policy(budget=b, pd="loss_aware"), settings=settings, probe=probe) for b in (30, 60)}
     largest = Policy(budget=60, pd="loss_aware")

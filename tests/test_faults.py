@@ -95,7 +95,7 @@ def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(ray_session, tmp
         search={"sampler": "grid", "max_failures": 0},
     )
     result = run_search(cfg, tmp_path / "run")
-    trials = result["trials"].set_index("gpr")
+    trials = result.trials.set_index("gpr")
     assert trials.loc[20, "status"] == "ok"
     assert trials.loc[70, "status"] == "error" and "narrow layer" in trials.loc[70, "failure_reason"]
-    assert list(result["pareto"]["gpr"]) == [20]
+    assert list(result.front["gpr"]) == [20]

@@ -26,7 +26,7 @@ def test_a_search_and_its_export_on_cuda(ray_session, tmp_path):
 
     cfg = tiny_config(resources={"cpu": 1, "gpu": 0.5}, search={"num_trials": 4, "population_size": 4})
     result = run_search(cfg, tmp_path)
-    assert set(result["trials"]["device"]) == {"cuda"}
+    assert set(result.trials["device"]) == {"cuda"}
     chosen = select(tmp_path, prefer="accuracy", export=tmp_path / "m.pt2")
     assert chosen.record["export"]["device"] == "cuda"
     assert chosen.record["export"]["val_accuracy"] == pytest.approx(chosen.trial["accuracy"], abs=1.0)

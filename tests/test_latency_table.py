@@ -280,7 +280,7 @@ def test_a_measured_latency_budget_missed_is_planned_again_with_the_aim_moved_by
 
 
 def test_a_table_for_a_target_node_is_refused_where_no_node_carries_its_resource(ray_session, tmp_path):
-    from pdsearch.planning import latency_table
+    from pdsearch.cost.target import latency_table
 
     from configs import tiny_config
 

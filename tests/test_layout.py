@@ -1,4 +1,5 @@
-"""The layout keeps its promises: imports form no cycle, and validating a config needs neither torch nor Optuna."""
+"""The layout keeps its promises: imports form no cycle and point only down the stages, and validating a config
+needs neither torch nor Optuna."""
 import ast
 import subprocess
 import sys
@@ -94,6 +95,49 @@ def test_a_cycle_introduced_on_purpose_is_found_and_named(tmp_path):
     assert find_cycle(import_graph(pkg)) == ["pkg.a", "pkg.sub.b", "pkg.c", "pkg.a"]
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
     assert find_cycle(import_graph(pkg)) == []  # annotations only: no cycle at run time
+
+
+# The stages, lowest first: a module imports its own stage or a lower one, never a higher one. The run directory's
+# format sits below the search that writes it and the reports that read it; the search, which orchestrates, is top.
+STAGES = [
+    {"errors", "registry", "ranges", "files"},
+    {"catalog"},  # the light name tables of what later stages build
+    {"data", "models", "policy"},
+    {"config"},
+    {"space", "pruning"},
+    {"cost"},
+    {"planning"},
+    {"trial"},
+    {"run"},
+    {"reporting"},
+    {"searching"},
+    {"cli", "__main__", ""},  # "" is pdsearch/__init__.py, whose lazy names reach every verb
+]
+
+
+def stage_of(module: str) -> int:
+    part = module.split(".")[1] if "." in module else ""
+    return next(i for i, names in enumerate(STAGES) if part in names)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets if stage_of(t) > stage_of(m))
+
+
+def test_pdsearch_imports_point_only_down_the_stages():
+    graph = import_graph(PACKAGE)
+    assert {m.split(".")[1] for m in graph if "." in m} <= set().union(*STAGES)  # every package has its stage
+    assert upward_imports(graph) == []
+
+
+def test_an_upward_import_introduced_on_purpose_is_found_and_named(tmp_path):
+    import shutil
+
+    copy = tmp_path / "pdsearch"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    config = copy / "config.py"
+    config.write_text(config.read_text() + "\n\ndef _late():\n    from pdsearch.searching.driver import search\n")
+    assert upward_imports(import_graph(copy)) == ["pdsearch.config -> pdsearch.searching.driver"]
 
 
 def test_validating_a_config_imports_neither_torch_nor_optuna():

@@ -98,10 +98,10 @@ def test_search_with_the_study_in_postgres(ray_session, postgres_url, tmp_path):
     # (a policy the sampler re-proposed is told its twin's result and names it in repeat_of)
     told = {t.user_attrs.get("tune_trial_id") or t.user_attrs["repeat_of"] for t in study.best_trials}
     assert told == set(front["trial_id"])
-    assert len(result["trials"]) == 6
+    assert len(result.trials) == 6
     # and pdsearch can rebuild the run from the database alone
     rebuilt = load_run(tmp_path / "run", source="study").trials
-    assert sorted(rebuilt["trial_id"]) == sorted(result["trials"]["trial_id"])
+    assert sorted(rebuilt["trial_id"]) == sorted(result.trials["trial_id"])
 
 
 def cli(*argv: str) -> subprocess.Popen:

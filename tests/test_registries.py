@@ -19,7 +19,8 @@ PLUGGED = dict(
     data={"dataset": "transposed_digits"},
     space={"gpr": {"low": 20, "high": 60, "step": 20}, "pd": ["shallow_first", 1], "criteria": ["linf"]},
     search={"sampler": "counting_qmc", "scheduler": "counting_fifo", "num_trials": 4,
-            "objectives": ["accuracy", "flops", "screening", "latency"]},
+            "objectives": ["accuracy", "flops", "screening", "latency"],
+            "constraints": {"max_screening_drop": 60}},  # the plugin objective's constraint, as a built-in's
     latency={"runtime": "torch_twice", "warmup": 1, "runs": 3},
 )
 
@@ -44,7 +45,9 @@ def test_one_search_uses_an_entry_added_to_every_registry(ray_session, tmp_path)
     by_tune_id = {t.user_attrs["tune_trial_id"]: t for t in complete}
     for _, row in trials.iterrows():  # the plugin's objective is what the study was told
         assert by_tune_id[row["trial_id"]].values[2] == pytest.approx(row["accuracy_before_finetune"])
-    assert len(result["pareto"]) >= 1
+        # ... and its constraint: the miss Optuna's samplers and best_trials read
+        assert by_tune_id[row["trial_id"]].constraints["screening_drop"] == pytest.approx(row["acc_drop"] - 60)
+    assert len(result.front) >= 1
     # the shallow half of the network was pruned harder than the deep half
     shallow = trials[trials["pd"] == "shallow_first"].iloc[0]
     rates = json.loads(shallow["rates"])
@@ -52,7 +55,10 @@ def test_one_search_uses_an_entry_added_to_every_registry(ray_session, tmp_path)
 
 
 def test_the_plugin_entries_plan_and_validate_like_built_in_ones():
-    tiny_config(**PLUGGED)  # imports the plugin
+    cfg = tiny_config(**PLUGGED)  # imports the plugin
+    assert cfg.search.constraints.describe() == "screening drop <= 60 pts"
+    with pytest.raises(PdsearchError, match=r"search.constraints.max_screening_drop: must lie in \[0, inf\), got -1"):
+        tiny_config(**{**PLUGGED, "search": {**PLUGGED["search"], "constraints": {"max_screening_drop": -1}}})
     p = pdsearch.plan("resnet20", flops_reduction=40, pd="shallow_first", criterion="linf", input_size=32)
     assert abs(p.flops["reduction_pct"] - 40) < 1.0 and p.rates[0] > p.rates[-1]
     assert pdsearch.Planner("plugin_net", input_size=16, in_channels=1).structure.groups  # the model, by name

@@ -1,4 +1,5 @@
 """Reports and selection on the output of a real small search (the session's nsga_run)."""
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -84,8 +85,8 @@ def test_report_on_a_partial_run(run_copy, tmp_path):
 def test_hypervolume_of_known_boxes():
     front = pd.DataFrame({"accuracy": [80.0, 60.0], "flops": [50.0, 20.0], "params": [1.0, 1.0]})
     # losses (0.2, 0.5) and (0.4, 0.2) against (1, 1): 0.8*0.5 + 0.6*0.8 - 0.6*0.5
-    assert hypervolume(front, ["accuracy", "flops"], base_flops=100, base_params=1) == pytest.approx(0.58)
-    assert hypervolume(front.iloc[:1], ["accuracy", "flops"], base_flops=100, base_params=1) == pytest.approx(0.4)
+    assert hypervolume(front, ["accuracy", "flops"], {"flops": 100, "params": 1}) == pytest.approx(0.58)
+    assert hypervolume(front.iloc[:1], ["accuracy", "flops"], {"flops": 100, "params": 1}) == pytest.approx(0.4)
 
 
 def test_pareto_front_respects_constraints():
@@ -222,9 +223,9 @@ def test_the_summary_counts_by_status_in_the_progress_words_and_lists_only_files
     from pdsearch.cli import _print_front
 
     _, run_dir, result = nsga_run
-    trials = result["trials"].copy()
+    trials = result.trials.copy()
     trials.loc[trials.index[:2], "status"] = "stopped"
-    _print_front({**result, "trials": trials, "pareto": result["pareto"].iloc[0:0]})
+    _print_front(dataclasses.replace(result, trials=trials, front=result.front.iloc[0:0]))
     out = capsys.readouterr().out
     n = len(trials)
     assert f"trials: {n} ({n - 2} ok, 2 stopped, 0 failed, 0 infeasible)" in out

@@ -110,7 +110,7 @@ def test_mo_asha_search_stops_trials_and_keeps_them_off_the_front(ray_session, t
     assert len(trials) == 12 and len(stopped) >= 3 and len(done) >= 1
     assert set(stopped["epochs"]) <= {0, 1, 2} and (done["epochs"] == 4).all()
     assert trials["finished_at"].str.match(r"\d{4}-\d\d-\d\dT").all()
-    assert set(result["pareto"]["trial_id"]) <= set(done["trial_id"])
+    assert set(result.front["trial_id"]) <= set(done["trial_id"])
     study = optuna.load_study(study_name="pdsearch", storage=f"sqlite:///{tmp_path / 'study.db'}")
     pruned = {t.user_attrs["tune_trial_id"] for t in study.trials if t.state == optuna.trial.TrialState.PRUNED
               and "repeat_of" not in t.user_attrs}

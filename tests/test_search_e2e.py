@@ -37,7 +37,7 @@ def test_run_directory_contents(nsga_run):
     assert (trials["status"] == "ok").all()
     assert len(trials[["gpr", "pd"]].drop_duplicates()) == 8  # no policy ran twice
     assert all(len(json.loads(r)) == 5 for r in trials["rates"])
-    assert result["baseline"]["val_accuracy"] > 80
+    assert result.baseline["val_accuracy"] > 80
 
 
 def test_front_is_feasible_non_dominated_and_consistent(nsga_run):
@@ -77,13 +77,13 @@ def test_grid_search_records_failures_and_goes_on(ray_session, tmp_path):
         search={"sampler": "grid"},
     )
     result = search_mod.run_search(cfg, tmp_path)
-    trials = result["trials"]
+    trials = result.trials
     assert len(trials) == 4
     assert set(zip(trials["gpr"], trials["pd"])) == {(20.0, "PD1"), (20.0, "PD3"), (70.0, "PD1"), (70.0, "PD3")}
     failed = trials[trials["status"] == "failed"]
     assert len(failed) >= 1 and failed["failure_reason"].str.startswith("diverged").all()
     assert (trials[trials["gpr"] == 20.0]["status"] == "ok").all()
-    assert not set(result["pareto"]["trial_id"]) & set(failed["trial_id"])
+    assert not set(result.front["trial_id"]) & set(failed["trial_id"])
     study = optuna.load_study(study_name="pdsearch", storage=f"sqlite:///{tmp_path / 'study.db'}")
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states and optuna.trial.TrialState.FAIL in states

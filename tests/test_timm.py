@@ -99,12 +99,14 @@ def test_timm_families_meet_their_budget_and_fvcore_counts_the_really_pruned_mod
     assert (cost.flops, cost.params) == (plan.flops["pruned"], plan.params["pruned"])
 
 
-@pytest.mark.parametrize("name, reason", [
-    ("ghostnet_050", "pruned model fails to run"),  # a pruned branch keeps no channel
-    ("cspresnet50", "Torch-Pruning failed removing channels of stages.0.blocks.0"),  # split halves mis-indexed
-    ("rexnet_100", "search for its channel groups did not finish in 2 s"),  # unbounded in Torch-Pruning
+@pytest.mark.parametrize("name, reason, limit", [
+    # the group search finishes on these: the default limit stays, so only the real refusal can fire on a busy machine
+    ("ghostnet_050", "pruned model fails to run", None),  # a pruned branch keeps no channel
+    ("cspresnet50", "Torch-Pruning failed removing channels of stages.0.blocks.0", None),  # split halves mis-indexed
+    ("rexnet_100", "search for its channel groups did not finish in 2 s", 2.0),  # unbounded: any limit fires
 ])
-def test_timm_families_that_cannot_be_pruned_are_refused_with_a_reason(name, reason, monkeypatch):
-    monkeypatch.setattr("pdsearch.pruning.structure.GROUP_SEARCH_LIMIT_S", 2.0)
+def test_timm_families_that_cannot_be_pruned_are_refused_with_a_reason(name, reason, limit, monkeypatch):
+    if limit is not None:
+        monkeypatch.setattr("pdsearch.pruning.structure.GROUP_SEARCH_LIMIT_S", limit)
     with pytest.raises(PdsearchError, match="cannot be pruned structurally: .*" + reason):
         check_prunable(Planner(f"timm/{name}", num_classes=10, input_size=32, in_channels=1).structure)

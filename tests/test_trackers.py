@@ -20,10 +20,10 @@ def test_mlflow_gets_a_run_per_trial_under_a_parent_holding_the_front(ray_sessio
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("pdsearch.run_dir") == str((tmp_path / "run").resolve()))
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(trials) == 3 == len(result["trials"])
+    assert len(trials) == 3 == len(result.trials)
     for run in trials:
         params, metrics = run.data.params, run.data.metrics
-        row = result["trials"][result["trials"]["accuracy"] == metrics["accuracy"]].iloc[0]  # trials.csv's twin
+        row = result.trials[result.trials["accuracy"] == metrics["accuracy"]].iloc[0]  # trials.csv's twin
         assert params == {"gpr": str(row["gpr"]), "pd": row["pd"]}  # the policy, as the sampler drew it
         assert run.info.run_name.startswith(f"gpr{row['gpr']:g}-{row['pd']}")  # named like the progress lines
         assert (metrics["flops"], metrics["params"]) == (row["flops"], row["params"])
@@ -44,7 +44,7 @@ def test_wandb_offline_keeps_a_run_per_trial_and_one_for_the_front(ray_session, 
     cfg = tiny_config(search={"num_trials": 2, "trackers": ["wandb"]})
     result = run_search(cfg, tmp_path / "run", progress="quiet")
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(runs) == len(result["trials"]) + 1  # a run per trial, and the search's with the front
+    assert len(runs) == len(result.trials) + 1  # a run per trial, and the search's with the front
     logged = [path.read_bytes() for path in runs]
     front = [data for data in logged if b"pareto.csv" in data and b"front_size" in data]
     trials = [data for data in logged if b"front_size" not in data]

@@ -49,7 +49,7 @@ def test_progress_block_counts_the_run_and_names_the_best_policy(nsga_run):
     assert "1 running, ETA -" in head
     front = run.front()
     assert front_line == (f"  front: {len(front)} policies, hypervolume "
-                          f"{hypervolume(front, cfg.search.objectives, run.model['flops'], run.model['params']):.4f}")
+                          f"{hypervolume(front, cfg.search.objectives, run.model):.4f}")
     best = front.loc[front["accuracy"].idxmax()]
     assert f"{SearchSpace(cfg).policy_of_row(best).name}, acc {best['accuracy']:.2f}" in best_line
     assert "acc drop <= 8 pts" in best_line

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 Base = Mapping[str, float]  # model.json: the baseline's flops and params
 
@@ -77,7 +77,25 @@ OBJECTIVES: dict[str, Objective] = {
     "latency": _ratio("latency", "latency", "pdsearch.trial.deployment:latency"),
     "energy": _ratio("energy", "energy per image", "pdsearch.trial.deployment:energy", needs_gpu=True),
 }
-CONSTRAINTS: dict[str, Constraint] = {o.constraint.name: o.constraint for o in OBJECTIVES.values()}
+
+
+class _Constraints(Mapping[str, Constraint]):
+    """The objectives' constraints by name, read from OBJECTIVES on every use: a plugin's entry counts too."""
+
+    def _table(self) -> dict[str, Constraint]:
+        return {o.constraint.name: o.constraint for o in OBJECTIVES.values()}
+
+    def __getitem__(self, name: str) -> Constraint:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(OBJECTIVES)
+
+
+CONSTRAINTS: Mapping[str, Constraint] = _Constraints()
 
 
 def metrics(objectives: list[str]) -> list[str]:

@@ -32,9 +32,10 @@ def _optuna(name: str, **fixed: Any) -> Callable[..., Any]:
 
 
 def _nsga2(cfg: SearchConfig, grid: dict[str, list]) -> optuna.samplers.BaseSampler:
-    from pdsearch.searching.nsga2 import NSGAIISampler
+    from pdsearch.registry import resolve  # by import path: the catalog imports no stage above it
 
-    return NSGAIISampler(population_size=cfg.search.population_size, seed=cfg.search.seed)
+    return resolve("pdsearch.searching.nsga2:NSGAIISampler")(population_size=cfg.search.population_size,
+                                                             seed=cfg.search.seed)
 
 
 def _grid(cfg: SearchConfig, grid: dict[str, list]) -> optuna.samplers.BaseSampler:

@@ -26,6 +26,6 @@ def _rungs_below_budget(cfg: SearchConfig) -> None:
 
 
 SCHEDULERS: dict[str, Scheduler] = {
-    "fifo": Scheduler("pdsearch.searching.mo_asha:fifo"),
+    "fifo": Scheduler("pdsearch.searching.fifo:fifo"),
     "mo_asha": Scheduler("pdsearch.searching.mo_asha:mo_asha", check=_rungs_below_budget),
 }

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.errors import PdsearchError
 from pdsearch.files import native_output_silenced
 from pdsearch.registry import resolve
-from pdsearch.catalog.runtimes import RUNTIMES
 
 ONNX_OPSET = 17
 Session = Callable[[], object]  # one forward pass of the batch the session was made for

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.cost.latency import compare_sessions, device_name, session, time_session, torch_threads
 from pdsearch.errors import PdsearchError
 from pdsearch.files import atomic_path
 from pdsearch.pruning import analyze, prune
-from pdsearch.catalog.runtimes import RUNTIMES
 
 VERSION = 1
 STEP = 8  # NetAdapt's channel step: the aligned samples are multiples of it, the others one short

@@ -15,8 +15,8 @@ from typing import Any
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators import Allocator, allocator_for, distribution_allocators, modes
-from pdsearch.policy.solve import LABELS
 from pdsearch.policy.criteria import check_criterion
+from pdsearch.policy.solve import LABELS
 from pdsearch.registry import unknown
 
 # Named pruning distributions: (slope, curvature) points of the continuous shape family.

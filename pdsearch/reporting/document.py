@@ -15,8 +15,8 @@ from typing import Union
 
 import pandas as pd
 
-from pdsearch.errors import PdsearchError
 from pdsearch.catalog.objectives import OBJECTIVES
+from pdsearch.errors import PdsearchError
 from pdsearch.reporting import figures as mpl
 from pdsearch.reporting import interactive
 from pdsearch.reporting.profile_report import plot_profile
@@ -72,7 +72,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         raise PdsearchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     front = run.front()
     objectives = run.cfg.search.objectives
-    hv = hypervolume(front, objectives, run.model["flops"], run.model["params"])
+    hv = hypervolume(front, objectives, run.model)
 
     figures = {
         **{f"pareto_{name}.png": mpl.tradeoff(run, front, name) for name in cost_axes(run)},

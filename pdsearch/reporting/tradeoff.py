@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pdsearch.cost import count_unit
 from pdsearch.catalog.objectives import OBJECTIVES
+from pdsearch.cost import count_unit
 from pdsearch.run.directory import Run
 
 

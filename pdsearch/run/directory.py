@@ -19,10 +19,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.config import Constraints, SearchConfig, load_config
 from pdsearch.errors import PdsearchError
 from pdsearch.files import atomic_path
-from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
 from pdsearch.registry import unknown
 from pdsearch.run.front import pareto_front
 from pdsearch.space import POLICY_COLUMNS, SearchSpace, policy_fields

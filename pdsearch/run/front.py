@@ -5,8 +5,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from pdsearch.catalog.objectives import OBJECTIVES, Base
 from pdsearch.config import Constraints
-from pdsearch.catalog.objectives import OBJECTIVES
 
 
 def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Constraints | None = None) -> pd.DataFrame:
@@ -26,16 +26,16 @@ def pareto_front(trials: pd.DataFrame, objectives: list[str], constraints: Const
     return trials.loc[rows].sort_values(["flops", "accuracy"], ascending=[True, False])
 
 
-def hypervolume(front: pd.DataFrame, objectives: list[str], base_flops: float, base_params: float) -> float:
+def hypervolume(front: pd.DataFrame, objectives: list[str], base: Base) -> float:
     """Hypervolume of ``front``, each objective as a loss in [0, 1] (objectives.OBJECTIVES[...].loss).
 
     Accuracy becomes 1 - accuracy/100, FLOPs and params a fraction of the baseline's,
     measured latency its ratio to the baseline's, so the reference point (1, ..., 1) is a
     0 %-accurate model that costs as much as the baseline, and a perfect, free model scores 1.
+    ``base`` is model.json: each objective reads the baseline's value it needs from it.
     """
     if not len(front):
         return 0.0
-    base = {"flops": base_flops, "params": base_params}
     losses = np.array([[OBJECTIVES[o].loss(float(row[OBJECTIVES[o].metric]), base) for o in objectives]
                        for _, row in front.iterrows()])
     losses = losses[(losses < 1.0).all(axis=1)]  # points beyond the reference add nothing

@@ -1,6 +1,7 @@
 """The Ray connection: fail fast on an address nobody listens at, start or join Ray, size concurrency."""
 from __future__ import annotations
 
+import os
 import socket
 
 import ray
@@ -30,8 +31,20 @@ def probe_address(address: str | None) -> None:
         raise PdsearchError(f"cannot connect to Ray at {address!r}: {exc.strerror or exc}") from None
 
 
+def tune_environment() -> None:
+    """What Ray Tune reads from the environment when a search runs, set by the search (never at import).
+
+    Tune's ProgressReporter interface (progress.py): its newer output ignores custom reporters.
+    SIGINT is handled by the driver (with SIGTERM), then handed to Tune's graceful stop (SIGUSR1).
+    Tune saves its experiment state at its own pace ("auto"); the study, not that state, says what ran.
+    """
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+
 def connect(address: str | None) -> bool:
     """Start or join Ray; True if this call started it (and so should stop it)."""
+    tune_environment()
     if ray.is_initialized():
         return False
     try:

@@ -21,11 +21,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 from optuna.study._multi_objective import _fast_non_domination_rank
-from ray.tune.experiment import Trial
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import TrialScheduler
 
-from pdsearch.config import SearchConfig
 from pdsearch.catalog.objectives import directions, metrics
+from pdsearch.config import SearchConfig
+from pdsearch.searching.fifo import NewestFirstFIFO
 from pdsearch.trial.trial import RUNNING
 
 Record = tuple[np.ndarray, float]  # losses (lower is better), total constraint violation (> 0: infeasible)
@@ -68,23 +68,6 @@ def ranking(records: Mapping[str, Record]) -> list[str]:
     return [ids[i] for i in order]
 
 
-class NewestFirstFIFO(FIFOScheduler):
-    """FIFO that looks for a pending trial from the newest end of Tune's trial list.
-
-    The searcher creates trials just in time, so pending trials are the newest; Tune's
-    FIFO scans from the oldest, over every finished trial, on every step: a cost that
-    grows with the trials so far (benchmarks/engine_scale.py).
-    """
-
-    def choose_trial_to_run(self, tune_controller):
-        trials = tune_controller.get_trials()
-        for status in (Trial.PENDING, Trial.PAUSED):
-            for trial in reversed(trials):
-                if trial.status == status:
-                    return trial
-        return None
-
-
 def continues(records: Mapping[str, Record], trial_id: str, eta: float) -> bool:
     """ASHA's rule on a multi-objective ranking: in the top ceil(n/eta) of the n recorded at the rung."""
     keep = max(1, math.ceil(len(records) / eta))
@@ -112,10 +95,6 @@ class MultiObjectiveASHA(NewestFirstFIFO):
 
     def debug_string(self) -> str:
         return "MO-ASHA: " + ", ".join(f"rung {m}: {len(self.records[m])}" for m in sorted(self.milestones))
-
-
-def fifo(cfg: SearchConfig) -> NewestFirstFIFO:
-    return NewestFirstFIFO()
 
 
 def mo_asha(cfg: SearchConfig) -> MultiObjectiveASHA:

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 import pandas as pd
 from ray import tune
 
-from pdsearch.errors import PdsearchError
 from pdsearch.catalog.objectives import OBJECTIVES, reductions
+from pdsearch.errors import PdsearchError
 from pdsearch.registry import unknown
 from pdsearch.run.directory import TRIALS_CSV, Run, load_run, status_counts
 from pdsearch.run.front import hypervolume
@@ -126,7 +126,7 @@ class SweepProgress(tune.ProgressReporter):
         if run is None or not len(run.completed):
             return [head, "  front: no completed trial yet"]
         front = run.front()
-        hv = hypervolume(front, self.cfg.search.objectives, self.base["flops"], self.base["params"])
+        hv = hypervolume(front, self.cfg.search.objectives, self.base)
         constraints = self.cfg.search.constraints.describe()
         if not len(front):
             return [head, f"  front: empty, no completed trial meets the constraints ({constraints}) yet"]

@@ -12,8 +12,8 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from pdsearch.errors import PdsearchError
 from pdsearch.catalog.objectives import OBJECTIVES
+from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner
 from pdsearch.policy import SensitivityProfile
 from pdsearch.run.directory import INFEASIBLE_ATTR, LATENCY_TABLE, METRICS_ATTR, TRIALS_CSV, TrialTable, name_objectives

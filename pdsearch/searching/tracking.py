@@ -11,11 +11,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pdsearch.registry import resolve
 from pdsearch.catalog.trackers import TRACKERS
+from pdsearch.registry import resolve
 
 if TYPE_CHECKING:
     from pdsearch.config import SearchConfig
+    from pdsearch.run.summary import SearchResult
 
 ARTIFACTS = ("pareto.csv", "trials.csv", "report")  # of the parent run, from the run directory
 
@@ -58,11 +59,11 @@ class MLflowSession:
         return MLflowLoggerCallback(tracking_uri=self.uri, experiment_name=self.experiment_name,
                                     tags={"mlflow.parentRunId": self.parent})
 
-    def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
+    def finish(self, run_dir: Path, summary: SearchResult) -> None:
         for path in _artifacts(run_dir):
             (self.client.log_artifacts if path.is_dir() else self.client.log_artifact)(self.parent, str(path), *(
                 [path.name] if path.is_dir() else []))
-        self.client.log_metric(self.parent, "front_size", len(summary["pareto"]))
+        self.client.log_metric(self.parent, "front_size", len(summary.front))
         self.client.set_terminated(self.parent)
 
 
@@ -82,7 +83,7 @@ class WandbSession:
         mode = {"mode": os.environ["WANDB_MODE"]} if os.environ.get("WANDB_MODE") else {}
         return WandbLoggerCallback(project=self.project, group=self.group, dir=self.dir, **mode)
 
-    def finish(self, run_dir: Path, summary: dict[str, Any]) -> None:
+    def finish(self, run_dir: Path, summary: SearchResult) -> None:
         import wandb
 
         run = wandb.init(project=self.project, group=self.group, job_type="front", dir=self.dir,
@@ -90,7 +91,7 @@ class WandbSession:
         artifact = wandb.Artifact(f"{self.group}-front", type="pareto-front")
         for path in _artifacts(run_dir):
             (artifact.add_dir if path.is_dir() else artifact.add_file)(str(path))
-        run.log({"front_size": len(summary["pareto"])})
+        run.log({"front_size": len(summary.front)})
         run.log_artifact(artifact)
         run.finish()
         wandb.teardown()  # waits for wandb's service to write the run out: the search may exit right after

@@ -19,7 +19,7 @@ from pdsearch.files import atomic_path
 from pdsearch.policy import Policy
 from pdsearch.policy.allocators.loss_aware import GreedyPath, LossAware, path_key
 from pdsearch.space import SearchSpace
-from pdsearch.trial.probing import loss_probe_factory
+from pdsearch.trial.loss_probe import loss_probe_factory
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import trial_context
 

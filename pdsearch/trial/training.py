@@ -138,13 +138,19 @@ def recalibrate_batchnorm(model: nn.Module, batches: list[tuple[torch.Tensor, to
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms or not batches:
         return
+    model.train()
+    reestimate_batchnorm(norms, model, [x for x, _ in batches])
+    model.eval()
+
+
+@torch.no_grad()
+def reestimate_batchnorm(norms: list[nn.Module], forward: Callable, inputs: list) -> None:
+    """``norms``' statistics as the cumulative average over ``forward`` of ``inputs`` (the caller sets train mode)."""
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches
-    model.train()
-    for x, _ in batches:
-        model(x)
+    for x in inputs:
+        forward(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-    model.eval()

@@ -30,8 +30,9 @@ from pdsearch.policy import Policy, SensitivityProfile
 from pdsearch.pruning import analyze, prune
 from pdsearch.space import SearchSpace, policy_fields
 from pdsearch.trial.baseline import model_and_data
+from pdsearch.trial.channel_switch import training_batches
 from pdsearch.trial.deployment import measure_deployment, predicted_latency
-from pdsearch.trial.probing import loss_probe_factory, training_batches
+from pdsearch.trial.loss_probe import loss_probe_factory
 from pdsearch.trial.training import Diverged, Teacher, evaluate, prepare, recalibrate_batchnorm, train
 
 # The status of a trial's reports before its last: a trial whose last report says so was stopped by the scheduler.

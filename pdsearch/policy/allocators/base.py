@@ -36,7 +36,7 @@ class Settings(BaseModel):
 
 
 class LossProbe(Protocol):
-    """What loss-aware allocation asks of a model (pdsearch.trial.probing implements it with torch)."""
+    """What loss-aware allocation asks of a model (pdsearch.trial.loss_probe implements it with torch)."""
 
     def loss(self) -> float: ...
     def loss_with(self, group: int, criterion: str, removed: int) -> float: ...

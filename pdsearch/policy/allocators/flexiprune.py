@@ -11,8 +11,8 @@ import numpy as np
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, register
-from pdsearch.policy.solve import bisect
 from pdsearch.policy.flexiprune_tables import TABLES, architecture, flexiprune_rates
+from pdsearch.policy.solve import bisect
 
 if TYPE_CHECKING:
     from pdsearch.policy.policy import Policy

@@ -28,8 +28,8 @@ from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import ALLOCATORS, Allocation, Allocator, Needs, Problem, Settings, register
-from pdsearch.policy.solve import refine
 from pdsearch.policy.criteria import check_criterion
+from pdsearch.policy.solve import refine
 
 if TYPE_CHECKING:
     from pdsearch.policy.policy import Policy

@@ -2,7 +2,7 @@
 
 The profile holds, per channel group, the loss on a held-out slice of the training data
 after pruning that group alone at rates 0.1 … 0.9 (BatchNorm re-estimated each time);
-pdsearch.trial.probing measures it once per baseline. Allocation: every group takes the
+pdsearch.trial.profile measures it once per baseline. Allocation: every group takes the
 largest rate whose loss increase stays within one threshold τ, read off its curve
 (made monotone, interpolated between measured rates); τ is solved by bisection so the
 built model meets the budget. ``blend`` mixes in the uniform rate (0 = pure

@@ -12,8 +12,8 @@ import numpy as np
 
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators.base import Allocator, Problem, register
-from pdsearch.policy.solve import bisect, refine
 from pdsearch.policy.distribution import shape
+from pdsearch.policy.solve import bisect, refine
 
 if TYPE_CHECKING:
     from pdsearch.policy.policy import Policy
