@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from pdsearch.cost.latency import compare
-from pdsearch.cost.latency_table import build_table, irregular_rates
+from pdsearch.cost.table_build import build_table, irregular_rates
 from pdsearch.planning import Planner
 from pdsearch.policy import Policy
 from pdsearch.pruning import analyze, prune

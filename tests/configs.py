@@ -32,7 +32,7 @@ def tiny_table(path, model: str = "small_cnn", input_size: int = 8, in_channels:
     ``path``; built once per set of arguments in a test session."""
     import copy
 
-    from pdsearch.cost.latency_table import build_table
+    from pdsearch.cost.table_build import build_table
     from pdsearch.models import build_model
 
     key = (model, input_size, in_channels, runtime, threads, tuple(sorted(kwargs.items())))

@@ -19,35 +19,30 @@ the unpruned model side by side (non-negative least squares): the table says how
 moves with each layer's channels, the anchors how much of that the graph keeps and what
 leaving the layout costs.
 
-The table needs no Ray and no data: ``pdsearch latency-table`` builds it on the device
+The table needs no Ray and no data: ``pdsearch latency-table`` builds it (``table_build``) on the device
 itself. It is keyed by what it depends on (model structure, input size, batch size,
 runtime, device, threads) and refuses to serve a search that differs.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from pdsearch.catalog.runtimes import RUNTIMES
-from pdsearch.cost.latency import compare_sessions, device_name, session, time_session, torch_threads
+from pdsearch.cost.latency import device_name
 from pdsearch.errors import PdsearchError
 from pdsearch.files import atomic_path
-from pdsearch.pruning import analyze, prune
 
 VERSION = 1
 STEP = 8  # NetAdapt's channel step: the aligned samples are multiples of it, the others one short
-Progress = Callable[[str, int, int], None]  # (stage, measured, total): layer samples, then the whole-model anchors
 
 
 @dataclass(frozen=True)
@@ -119,20 +114,6 @@ def layer_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, LayerShap
     return found
 
 
-def axis_samples(channels: int, points: int, multiple: int = 1) -> tuple[list[int], list[int]]:
-    """Channel counts to time: (aligned: multiples of STEP and the full count; off: one channel short of those).
-
-    Counts keep ``multiple`` (a grouped conv's groups). Small layers get every step.
-    """
-    def fit(c: int) -> int:
-        return max(multiple, min(channels, c // multiple * multiple))
-
-    step = max(STEP, int(np.ceil(channels / max(points - 1, 1) / STEP)) * STEP)
-    aligned = sorted({fit(c) for c in range(step, channels, step)} | {fit(min(STEP, channels)), channels})
-    off = sorted({fit(c - 1) for c in aligned if c > STEP and c % STEP == 0} - set(aligned))
-    return aligned, off
-
-
 @dataclass
 class LayerTable:
     """Milliseconds of one layer shape over sampled (in, out) channel counts, two grids by alignment."""
@@ -152,35 +133,6 @@ class LayerTable:
             return float(np.interp(cout, outs, ms[0]))
         rows = np.array([np.interp(cout, outs, row) for row in ms])  # one value per sampled cin
         return float(np.interp(cin, ins, rows))
-
-
-def _grid_points(shape: LayerShape, points: int) -> dict[str, tuple[list[int], list[int]]]:
-    multiple = 1 if shape.depthwise or shape.groups == 1 else shape.groups
-    ins_a, ins_o = axis_samples(shape.in_channels, points, multiple)
-    outs_a, outs_o = axis_samples(shape.out_channels, points, multiple)
-    if shape.kind == "conv" and shape.in_channels <= 4:  # the stem's image channels are never pruned
-        ins_a, ins_o = [shape.in_channels], [shape.in_channels]
-    grids = {"aligned": (ins_a, outs_a), "off": (ins_o or ins_a, outs_o or outs_a)}
-    if shape.depthwise:
-        grids = {name: ([0], outs) for name, (_, outs) in grids.items()}
-    if not outs_o and not ins_o:
-        grids.pop("off")
-    return grids
-
-
-def _layer_session(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None):
-    cin = cout if shape.depthwise else cin
-    return session(runtime, shape.module(cin, cout).eval(), shape.example(cin, batch_size), threads)
-
-
-def _full_layers_ms(sessions: dict[str, Any], warmup: int, runs: int, rounds: int = 5) -> dict[str, float]:
-    """Every layer shape's session at its full channels, timed in interleaved rounds: the weights of the
-    layers' tables come from the same moments, so drift on the machine moves them alike."""
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for r in range(rounds):
-        for key, run in sessions.items():
-            times[key].append(time_session(run, warmup if r == 0 else 2, runs).median_ms)
-    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def structure_digest(shapes: dict[str, LayerShape]) -> str:
@@ -296,89 +248,6 @@ def table_key(model_name: str, shapes: dict[str, LayerShape], input_size: int, b
     return {"model": model_name, "structure": structure_digest(shapes), "input_size": input_size,
             "batch_size": batch_size, "runtime": runtime, "threads": threads,
             "device": device_name(device, threads).rsplit(" (", 1)[0]}
-
-
-# The whole-model calibration: homogeneous rates, on STEP (round_to 8) and off it (round_to 1), then
-# irregular per-group rates (as sensitivity and loss-aware allocate), each timed against the unpruned model
-ANCHORS = ((0.25, STEP), (0.5, STEP), (0.2, 1), (0.35, 1), (0.6, 1))
-IRREGULAR_ANCHORS = 6
-
-
-def irregular_rates(groups: Sequence, rng: np.random.Generator, round_to: int, lowest_cap: float = 0.3
-                    ) -> list[float]:
-    """Per-group rates drawn below a random cap (in [lowest_cap, 0.8]), as fractions of channels really removed:
-    allocations as uneven as sensitivity's and loss-aware's."""
-    rates = rng.uniform(0, rng.uniform(lowest_cap, 0.8), len(groups))
-    return [g.channels_to_prune(r, round_to) / g.channels for g, r in zip(groups, rates)]
-
-
-def anchor_rates(groups: Sequence, seed: int = 0) -> list[list[float]]:
-    """The anchors' per-group rates (fractions of channels really removed), homogeneous ones first."""
-    rng = np.random.default_rng(seed)
-    found = [[g.channels_to_prune(rate, round_to) / g.channels for g in groups] for rate, round_to in ANCHORS]
-    return found + [irregular_rates(groups, rng, (1, STEP)[i % 2]) for i in range(IRREGULAR_ANCHORS)]
-
-
-def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
-                runtime: str = "onnxruntime", threads: int | None = None, batch_size: int = 1, points: int = 6,
-                warmup: int = 5, runs: int = 20, anchor_runs: int = 30, report: Progress | None = None
-                ) -> LatencyTable:
-    """Time every distinct layer shape of ``model`` at sampled channel counts on this machine, then the whole
-    model unpruned and at the anchors' rates (the calibration).
-
-    Each sample is timed beside its layer at full channels and kept as a ratio to it; the
-    full layers are timed together, in rounds (``_full_layers_ms``). On a shared machine
-    whose speed drifts, a table timed point after point mixes moments: the same layer
-    timed in two builds differed by 16% (median) this way, and the table by its
-    anchors' fit.
-    """
-    start = time.time()
-    example = torch.randn(batch_size, in_channels, input_size, input_size)
-    shapes = layer_shapes(model, example[:1])
-    unique = {s.key: s for s in shapes.values()}
-    block = RUNTIMES[runtime].channel_multiple
-    plans = {k: _grid_points(s, points) for k, s in unique.items()}
-    structure = analyze(copy.deepcopy(model), input_size, in_channels)
-    anchors_rates = anchor_rates(structure.groups)
-    total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values())
-    done, tables = 0, {}
-    with torch_threads(threads):
-        whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
-        full = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads)
-                for k, s in unique.items()}
-        full_ms = _full_layers_ms(full, warmup, runs)
-        for key, shape in unique.items():
-            grids = {}
-            for name, (ins, outs) in plans[key].items():
-                ms = []
-                for cin in ins:
-                    row = []
-                    for cout in outs:
-                        mine, theirs = compare_sessions(_layer_session(shape, cin, cout, runtime, batch_size, threads),
-                                                        full[key], warmup, runs, rounds=1)
-                        row.append(full_ms[key] * mine.median_ms / theirs.median_ms)
-                    ms.append(row)
-                    done += len(outs)
-                    if report:
-                        report("layer measurements", done, total)
-                grids[name] = {"ins": ins, "outs": outs, "ms": ms}
-            tables[key] = LayerTable(shape, grids, block)
-        baselines, anchors = [], []
-        for i, rates in enumerate(anchors_rates):
-            pruned = prune(analyze(copy.deepcopy(model), input_size, in_channels), rates).eval()
-            mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, anchor_runs,
-                                            rounds=5)  # the calibration rests on these: time them longer
-            kept = {name: (s.in_channels, s.out_channels) for name, s in layer_shapes(pruned, example[:1]).items()}
-            anchors.append((kept, mine.median_ms / theirs.median_ms))
-            baselines.append(theirs.median_ms)
-            if report:
-                report("whole-model anchors", i + 1, len(anchors_rates))
-    layers = {name: s.key for name, s in shapes.items()}
-    table = LatencyTable(table_key(model_name, shapes, input_size, batch_size, runtime, threads, torch.device("cpu")),
-                         layers, tables, float(np.median(baselines)), block)
-    table.calibrate(anchors)
-    table.seconds = round(time.time() - start, 1)
-    return table
 
 
 def kept_channels(cost_model, table: LatencyTable, pruned: Sequence[float]) -> dict[str, tuple[float, float]]:

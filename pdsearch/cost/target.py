@@ -13,7 +13,8 @@ from typing import Any, Callable
 from torch import nn
 
 from pdsearch.catalog.runtimes import RUNTIMES
-from pdsearch.cost.latency_table import LatencyTable, Progress, build_table
+from pdsearch.cost.latency_table import LatencyTable
+from pdsearch.cost.table_build import Progress, build_table
 from pdsearch.errors import PdsearchError
 from pdsearch.files import writable
 from pdsearch.models import accepts_in_channels, build_model
