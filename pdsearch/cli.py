@@ -119,10 +119,12 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
 
     table = latency_table(args.out, args.model, config=args.config, input_size=args.input_size,
                           num_classes=args.num_classes, in_channels=args.in_channels, runtime=args.runtime,
+                          precision=args.precision,
                           threads=args.threads, batch_size=args.batch_size, points=args.points, address=args.address,
                           report=report)
     key = table.key
-    print(f"{key['model']} at {key['input_size']}x{key['input_size']}, batch {key['batch_size']}, {key['runtime']} on "
+    print(f"{key['model']} at {key['input_size']}x{key['input_size']}, batch {key['batch_size']}, {key['precision']} on "
+          f"{key['runtime']} on "
           f"{key['device']} ({key['threads'] or 'default'} threads): baseline {table.baseline_ms:.3f} ms, "
           f"{len(table.tables)} layer shapes measured in {table.seconds:.0f} s")
     print(f"written to {args.out}   next: pdsearch plan --model {key['model']} --latency-table {args.out} ...")
@@ -198,7 +200,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     chosen = select(
         args.run_dir, prefer=args.prefer, export=args.export, finetune_epochs=args.finetune_epochs, distill=args.distill,
-        source=args.source, trial=args.trial, **{c.field: getattr(args, c.field) for c in CONSTRAINTS.values()},
+        source=args.source, trial=args.trial, precision=args.precision, **{c.field: getattr(args, c.field) for c in CONSTRAINTS.values()},
     )
     _note(chosen.note)
     print(describe(chosen))
@@ -274,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-classes", type=int, default=10)
     t.add_argument("--in-channels", type=int, default=3)
     t.add_argument("--runtime", help="torch or onnxruntime (default: the config's, else onnxruntime)")
+    t.add_argument("--precision", help="fp32 or int8, the precision the model ships in (default: the config's "
+                   "space.precision where it has one, else fp32)")
     t.add_argument("--threads", type=int, help="intra-op threads (default: the config's, else the runtime's)")
     t.add_argument("--batch-size", type=int, help="default: the config's first latency batch size, else 1")
     t.add_argument("--points", type=int, default=6, help="channel counts sampled per layer axis (default 6)")
@@ -316,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="knee: nearest the ideal point with objectives scaled over the front (default); "
                         "an objective: the best on it")
     c.add_argument("--trial", metavar="ID", help="take this completed trial instead of choosing by constraints and preference")
-    c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (torch.export, .pt2)")
+    c.add_argument("--precision", help="pick among the policies that ship in this precision (fp32, int8); "
+                   "default: the whole front, each exported in its own")
+    c.add_argument("--export", metavar="PATH", help="rerun the policy and save the pruned model (.pt2: torch.export; "
+                   ".onnx: ONNX, quantized for an int8 policy)")
     c.add_argument("--finetune-epochs", type=int, metavar="E", help="with --export: fine-tune E epochs instead of the trials'")
     c.add_argument("--distill", type=float, metavar="WEIGHT",
                    help="with --export: distil from the baseline at this weight (0: off; default: as the trial did)")

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pdsearch.catalog.objectives import CONSTRAINTS, OBJECTIVES
+from pdsearch.catalog.precisions import PRECISIONS, RECIPES
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.catalog.samplers import SAMPLERS
 from pdsearch.catalog.schedulers import SCHEDULERS
@@ -161,6 +162,8 @@ class SpaceConfig(_Section):
     repeats: int = Field(1, ge=1, le=20)
     seeds: list[int] = [0]
     distill: Optional[list[float]] = None  # distillation weights to search (default: finetune.distill.weight)
+    # the precisions a policy ships in (catalog.precisions): [int8] quantizes every policy, [fp32, int8] searches it
+    precision: list[str] = ["fp32"]
 
     @field_validator("mode")
     @classmethod
@@ -218,6 +221,20 @@ class SpaceConfig(_Section):
         if value is not None and (not value or not all(0 <= w <= 1 for w in value)):
             raise ValueError(f"distillation weights lie in [0, 1] (0: off), got {value}")
         return value
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value):
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"give a precision or a list of them ({', '.join(PRECISIONS)}), got {value!r}")
+        for name in values:
+            registered(name, PRECISIONS, "precision")
+            try:
+                PRECISIONS[name].check_installed()
+            except PdsearchError as exc:
+                raise ValueError(str(exc)) from None
+        return list(dict.fromkeys(values))
 
     @field_validator("allocators")
     @classmethod
@@ -366,6 +383,18 @@ class LatencyConfig(_Section):
         return value
 
 
+class QuantizationConfig(_Section):
+    """How a policy whose precision is quantized (space.precision: int8) becomes the model that ships."""
+
+    recipe: str = "minmax"  # a name in precisions.RECIPES: ONNX Runtime static quantization settings
+    calibration_batches: int = Field(8, ge=1, le=1000)  # training batches (never validation or test) that set ranges
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, value: str) -> str:
+        return registered(value, RECIPES, "quantization recipe")
+
+
 class FidelityConfig(_Section):
     """MO-ASHA's rungs: fine-tune epochs min_epochs·eta^k below finetune.epochs (0: the screening)."""
 
@@ -441,6 +470,7 @@ class SearchConfig(_Section):
     search: SearchSettings = SearchSettings()
     resources: Resources = Resources()
     latency: LatencyConfig = LatencyConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
 
     @model_validator(mode="after")
     def _gpu_objectives(self) -> "SearchConfig":
@@ -455,6 +485,20 @@ class SearchConfig(_Section):
         if self.space.budget is not None and self.space.budget.metric == "latency" and self.latency.table is None:
             raise ValueError("space.budget.latency_reduction is met on a latency table's prediction: set latency.table "
                              "(build one on the target with pdsearch latency-table)")
+        return self
+
+    @model_validator(mode="after")
+    def _precisions_run_where_latency_is_known(self) -> "SearchConfig":
+        timed = OBJECTIVES["latency"].measures in self.search.measures() or self.latency.table is not None or (
+            self.space.budget is not None and self.space.budget.metric == "latency")
+        for name in self.space.precision if timed else ():
+            try:
+                PRECISIONS[name].check_runtime(self.latency.runtime)
+            except PdsearchError as exc:
+                raise ValueError(f"space.precision: {exc}") from None
+        if self.latency.table is not None and len(self.space.precision) > 1:
+            raise ValueError("a latency table is of one precision: give space.precision one (build a table for it "
+                             "with pdsearch latency-table --precision)")
         return self
 
     @model_validator(mode="after")

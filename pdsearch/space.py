@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pdsearch.config import SearchConfig
 
 POLICY_COLUMNS = ["trial_id", "status", "gpr", "budget", "budget_metric", "pd", "criterion", "criteria", "slope",
-                  "curvature", "seed", "mode", "distill", "round_to"]
+                  "curvature", "seed", "mode", "distill", "round_to", "precision"]
 
 
 def _distribution(r: Range) -> optuna.distributions.BaseDistribution:
@@ -53,7 +53,7 @@ class SearchSpace:
                 self.fixed[name] = _distribution(r)
                 self.grid[name] = r.values()
         for name, values in (("criterion", s.criteria), ("seed", s.seeds), ("distill", s.distill or []),
-                             ("round_to", s.round_to)):
+                             ("round_to", s.round_to), ("precision", s.precision)):
             if len(values) > 1:
                 self.fixed[name] = optuna.distributions.CategoricalDistribution(values)
                 self.grid[name] = list(values)
@@ -112,8 +112,9 @@ class SearchSpace:
             shape = {"pd": None, "slope": float(params["slope"]), "curvature": float(params["curvature"])}
         options = {name: float(params.get(name, r.low)) for name, r in self.options.get(self._allocator(params), {}).items()}
         return Policy(criterion=params.get("criterion", s.criteria[0]), mode=s.mode, target=s.target,
-                      max_rate=s.max_rate, round_to=int(params.get("round_to", s.round_to[0])), seed=int(params.get("seed", s.seeds[0])), options=options,
-                      **amount, **shape)
+                      max_rate=s.max_rate, round_to=int(params.get("round_to", s.round_to[0])),
+                      seed=int(params.get("seed", s.seeds[0])), precision=str(params.get("precision", s.precision[0])),
+                      options=options, **amount, **shape)
 
     def policy_of_row(self, row: Mapping[str, Any]) -> Policy:
         """The Policy of a trials.csv row (or a study trial's metrics)."""
@@ -124,6 +125,8 @@ class SearchSpace:
             params["seed"] = int(row["seed"])
         if given(row.get("round_to")):
             params["round_to"] = int(row["round_to"])
+        if given(row.get("precision")):
+            params["precision"] = str(row["precision"])
         if given(row.get("budget")):
             params["budget"] = float(row["budget"])
         else:
@@ -152,5 +155,6 @@ def policy_fields(policy: Policy, gpr: float | None = None, criteria: list[str] 
         "budget_metric": policy.budget_metric if policy.budget is not None else "",
         "pd": policy.label, "slope": policy.slope, "curvature": policy.curvature,
         "criterion": policy.criterion_label, "criteria": json.dumps(criteria) if criteria else "",
-        "seed": policy.seed, "mode": policy.mode, "round_to": policy.round_to, **policy.options,
+        "seed": policy.seed, "mode": policy.mode, "round_to": policy.round_to, "precision": policy.precision,
+        **policy.options,
     }

@@ -27,7 +27,7 @@ _TABLES: dict = {}
 
 
 def tiny_table(path, model: str = "small_cnn", input_size: int = 8, in_channels: int = 1, runtime: str = "torch",
-               threads=None, **kwargs):
+               threads=None, precision: str = "fp32", **kwargs):
     """A latency table of the tiny config's model (few samples, few runs: for its key and structure), written to
     ``path``; built once per set of arguments in a test session."""
     import copy
@@ -35,11 +35,11 @@ def tiny_table(path, model: str = "small_cnn", input_size: int = 8, in_channels:
     from pdsearch.cost.table_build import build_table
     from pdsearch.models import build_model
 
-    key = (model, input_size, in_channels, runtime, threads, tuple(sorted(kwargs.items())))
+    key = (model, input_size, in_channels, runtime, threads, precision, tuple(sorted(kwargs.items())))
     if key not in _TABLES:
         net = build_model(model, num_classes=10, in_channels=in_channels, **(kwargs if kwargs or model != "small_cnn" else {"width": 8}))
         _TABLES[key] = build_table(net, model, input_size, in_channels, runtime=runtime, threads=threads, points=2,
-                                   warmup=1, runs=3, anchor_runs=3)
+                                   warmup=1, runs=3, anchor_runs=3, precision=precision)
     return copy.deepcopy(_TABLES[key]).save(path)
 
 

@@ -13,6 +13,7 @@ from ray.tune.schedulers import FIFOScheduler
 from torch import nn
 
 from pdsearch.catalog.objectives import OBJECTIVES, Constraint, Objective
+from pdsearch.catalog.precisions import PRECISIONS, RECIPES, Precision, Recipe
 from pdsearch.catalog.runtimes import RUNTIMES, Runtime
 from pdsearch.catalog.samplers import SAMPLERS, Sampler
 from pdsearch.catalog.schedulers import SCHEDULERS, Scheduler
@@ -100,6 +101,9 @@ def twice_session(model, batch, threads=None):
 
 RUNTIMES["torch_twice"] = Runtime("torch_twice", "registry_plugin:twice_session")
 RUNTIMES["edge_npu"] = Runtime("edge_npu", "edge_npu_sdk:session", requires="edge_npu_sdk", extra="edge")  # absent
+PRECISIONS["npu_int4"] = Precision("npu_int4", "INT4", {"edge_npu": "edge_npu_sdk:int4_session"},
+                                   deploy="edge_npu_sdk:quantize_int4", requires="edge_npu_sdk", extra="edge")  # absent
+RECIPES["entropy"] = Recipe("entropy", "as minmax, activation ranges by KL divergence", calibrate_method="Entropy")
 
 
 @register_model

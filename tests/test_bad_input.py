@@ -74,6 +74,13 @@ def search_with_table(tmp_path, table: dict | None = None, **latency) -> list[st
     return search(tmp_path, latency={"table": str(path), **latency}, space=LATENCY_BUDGET)
 
 
+def int8_search_with_table(tmp_path, table_precision: str, search_precision: str) -> list[str]:
+    """A latency budget searched in ``search_precision`` on a table timed in ``table_precision``."""
+    path = tiny_table(tmp_path / "table.json", runtime="onnxruntime", precision=table_precision)
+    return search(tmp_path, latency={"table": str(path), "runtime": "onnxruntime"},
+                  space={**LATENCY_BUDGET, "precision": [search_precision]})
+
+
 def plan_with_table(tmp_path, *flags: str) -> list[str]:
     path = tiny_table(tmp_path / "table.json", model="resnet20", input_size=32, in_channels=3)
     return ["plan", "--model", "resnet20", "--input-size", "32", "--latency-table", str(path), *flags]
@@ -184,6 +191,28 @@ CASES = {
     "export to an unknown format": (lambda t: ["select", *run_without_baseline(t)[1:], "--export", str(t / "m.tflite")],
                                     "the format follows the suffix, one of .pt2, .onnx"),
     "round_to of zero": (lambda t: search(t, space={"round_to": [8, 0]}), "space.round_to: give a channel multiple"),
+    # precision
+    "unknown precision": (lambda t: search(t, space={"precision": ["fp32", "int4"]}),
+                          "space.precision: unknown precision 'int4'"),
+    "precision not installed": (lambda t: search(t, plugins=["registry_plugin"], space={"precision": ["npu_int4"]}),
+                                'precision \'npu_int4\' needs edge_npu_sdk, which is not installed: pip install -e ".[edge]"'),
+    "zero calibration batches": (lambda t: search(t, space={"precision": ["int8"]}, quantization={"calibration_batches": 0}),
+                                 "quantization.calibration_batches: Input should be greater than or equal to 1"),
+    "unknown quantization recipe": (lambda t: search(t, quantization={"recipe": "entropic"}),
+                                    "quantization.recipe: unknown quantization recipe 'entropic'"),
+    "int8 timed on a runtime that cannot run it": (
+        lambda t: search(t, space={"precision": ["int8"]}, search={"objectives": ["accuracy", "latency"]}),
+        "space.precision: precision 'int8' runs on onnxruntime, not on latency runtime 'torch'"),
+    "a model ONNX Runtime cannot quantize": (
+        lambda t: search(t, model={"name": "user_models:double_net", "kwargs": {}}, space={"precision": ["int8"]}),
+        "ONNX Runtime cannot quantize this model (operator Conv, node /mix/Conv)"),
+    "FP32 latency table for an INT8 search": (lambda t: int8_search_with_table(t, "fp32", "int8"),
+                                              "was built for precision 'fp32', this search's is 'int8'"),
+    "INT8 latency table for an FP32 search": (lambda t: int8_search_with_table(t, "int8", "fp32"),
+                                              "was built for precision 'int8', this search's is 'fp32'"),
+    "one latency table for two precisions": (
+        lambda t: search(t, latency={"table": "t.json", "runtime": "onnxruntime"}, space={"precision": ["fp32", "int8"]}),
+        "a latency table is of one precision: give space.precision one"),
     # the study database
     "study database refusing connections": (
         lambda t: search(t, search={"storage": "postgresql+psycopg2://ann:s3cret@127.0.0.1:1/studies"}),
@@ -243,6 +272,20 @@ def test_bad_input_is_one_line_exit_2_before_ray(case, tmp_path, capsys, ray_tri
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert out == "" and "Traceback" not in err and "s3cret" not in err
     assert tree(tmp_path) == before  # nothing written, nothing to clean up
+
+
+def test_int8_without_the_onnx_extra_is_one_line_naming_the_extra(tmp_path, capsys, ray_tripwire, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else find_spec(name, *a))
+    argv = search(tmp_path, space={"precision": ["int8"]})
+    before = tree(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and 'precision \'int8\' needs onnxruntime, which is not installed: ' \
+        'pip install -e ".[onnx]"' in err
+    assert tree(tmp_path) == before
 
 
 def weak_baseline(tmp_path) -> list[str]:

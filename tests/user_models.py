@@ -94,3 +94,22 @@ class SpectralNet(nn.Module):
 
 def spectral_net(num_classes: int = 10, in_channels: int = 3) -> SpectralNet:
     return SpectralNet(num_classes, in_channels)
+
+
+class DoubleNet(nn.Module):
+    """Exports to ONNX, but one convolution computes in float64, which ONNX Runtime's CPU kernels lack: the graph
+    cannot be calibrated, so it cannot be quantized."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.mix = nn.Conv2d(8, 8, 1).double()
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        x = self.mix(torch.relu(self.conv(x)).double()).float()
+        return self.fc(x.mean((2, 3)))
+
+
+def double_net(num_classes: int = 10, in_channels: int = 1) -> DoubleNet:
+    return DoubleNet(num_classes, in_channels)

@@ -39,7 +39,7 @@ class Objective:
     worst: Callable[[Base], float]  # the value told for a policy that cannot be built (loss 1)
     constraint: Constraint
     # What the trial measures for it beyond accuracy and fvcore counts: the import path of a function
-    # (pruned model, baseline, input shape, config, device) -> trials.csv fields, run once however many ask.
+    # (pruned model, baseline, input shape, config, device, precision) -> trials.csv fields, run once however many ask.
     measures: str | None = None
     needs_gpu: bool = False
 

@@ -7,7 +7,8 @@ session function there plus one line here.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 from pdsearch.errors import PdsearchError
 
@@ -21,6 +22,12 @@ class Runtime:
     # CPU kernels take a channel count that is a multiple of this in their fast layout (ONNX Runtime's NCHWc
     # transform, checked on its optimised graph: 60 channels are reordered to NCHWc, 61-63 stay NCHW)
     channel_multiple: int = 8
+    # the same for a quantized precision's kernels, where they favour another multiple
+    channel_multiples: Mapping[str, int] = field(default_factory=dict)
+
+    def multiple(self, precision: str = "fp32") -> int:
+        """The channel multiple this runtime's kernels favour in ``precision``."""
+        return self.channel_multiples.get(precision, self.channel_multiple)
 
     def check_installed(self) -> None:
         if self.requires and importlib.util.find_spec(self.requires) is None:
@@ -30,6 +37,8 @@ class Runtime:
 
 RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime("torch", "pdsearch.cost.latency:torch_session"),  # eager PyTorch, what trials train in
+    # INT8 (QDQ, u8s8 on AVX-512 VNNI): per channel², 48/56/64/72 channels were the fastest counts of 48-72,
+    # 52/60/68 next, the rest 1.5-2x slower (benchmarks/quantization.py --multiples)
     "onnxruntime": Runtime("onnxruntime", "pdsearch.cost.latency:onnxruntime_session", requires="onnxruntime",
-                           extra="onnx", channel_multiple=4),
+                           extra="onnx", channel_multiple=4, channel_multiples={"int8": 8}),
 }

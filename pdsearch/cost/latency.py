@@ -17,12 +17,13 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from pdsearch.catalog.precisions import PRECISIONS
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.errors import PdsearchError
 from pdsearch.files import native_output_silenced
@@ -105,10 +106,14 @@ def onnxruntime_session(model: nn.Module | bytes, batch: torch.Tensor, threads: 
     return lambda: session.run(None, feed)
 
 
-def session(runtime: str, model: nn.Module, batch: torch.Tensor, threads: int | None = None) -> Session:
-    spec = RUNTIMES[runtime]
+def session(runtime: str, model: nn.Module, batch: torch.Tensor, threads: int | None = None,
+            precision: str = "fp32") -> Session:
+    """``model`` prepared to run ``batch`` on ``runtime`` in ``precision`` (catalog.precisions)."""
+    spec, deployed = RUNTIMES[runtime], PRECISIONS[precision]
     spec.check_installed()
-    return resolve(spec.session)(model, batch, threads)
+    deployed.check_installed()
+    deployed.check_runtime(runtime)
+    return resolve(spec.session if deployed.sessions is None else deployed.sessions[runtime])(model, batch, threads)
 
 
 def time_session(run: Session, warmup: int = 10, runs: int = 50) -> Latency:
@@ -124,12 +129,12 @@ def time_session(run: Session, warmup: int = 10, runs: int = 50) -> Latency:
 
 
 def measure_latency(model: nn.Module, batch: torch.Tensor, warmup: int = 10, runs: int = 50,
-                    runtime: str = "torch", threads: int | None = None) -> Latency:
+                    runtime: str = "torch", threads: int | None = None, precision: str = "fp32") -> Latency:
     """Median and IQR of ``runs`` forward passes of ``batch`` (on the model's device) after ``warmup``."""
     was_training = model.training
     try:
         with torch_threads(threads):
-            return time_session(session(runtime, model, batch, threads), warmup, runs)
+            return time_session(session(runtime, model, batch, threads, precision), warmup, runs)
     finally:
         model.train(was_training)
 
@@ -150,25 +155,32 @@ def reduction_pct(pruned: float, baseline: float) -> float:
     return 100.0 * (1.0 - pruned / baseline)
 
 
-def compare_sessions(first: Session, second: Session, warmup: int = 10, runs: int = 50,
-                     rounds: int = 3) -> tuple[Latency, Latency]:
-    """Both measured in alternating rounds in this process, so drift on the machine hits both alike.
+def compare_sessions(first: Session, second: Session, warmup: int = 10, runs: int = 50, rounds: int = 3,
+                     others: Sequence[Session] = ()) -> tuple[Latency, ...]:
+    """Both (and ``others``) measured in alternating rounds in this process, so drift on the machine hits all alike.
 
     Returns the round whose ratio first / second is the median: a ratio taken side by side
-    drifts far less than either time.
+    drifts far less than either time. Every ratio between two returned times is of one round.
     """
-    found = [(time_session(first, warmup, runs), time_session(second, warmup, runs)) for _ in range(rounds)]
-    return sorted(found, key=lambda pair: pair[0].median_ms / pair[1].median_ms)[len(found) // 2]
+    found = [tuple(time_session(run, warmup, runs) for run in (first, second, *others)) for _ in range(rounds)]
+    return sorted(found, key=lambda times: times[0].median_ms / times[1].median_ms)[len(found) // 2]
 
 
 def compare(pruned: nn.Module, baseline: nn.Module, batch: torch.Tensor, warmup: int = 10, runs: int = 50,
-            rounds: int = 3, runtime: str = "torch", threads: int | None = None) -> tuple[Latency, Latency]:
-    """The pruned model and its baseline on ``runtime``, in alternating rounds."""
+            rounds: int = 3, runtime: str = "torch", threads: int | None = None, precision: str = "fp32",
+            reference: str | None = None) -> tuple[Latency, ...]:
+    """The pruned model and its baseline in ``precision`` on ``runtime``, in alternating rounds; with a
+    ``reference`` precision, both in that one too, in the same rounds: (pruned, baseline[, baseline, pruned
+    in the reference])."""
     modes = pruned.training, baseline.training
     try:
         with torch_threads(threads):
-            return compare_sessions(session(runtime, pruned, batch, threads),
-                                    session(runtime, baseline, batch, threads), warmup, runs, rounds)
+            def prepared(model: nn.Module, p: str) -> Session:
+                return session(runtime, model, batch, threads, p)
+
+            others = (prepared(baseline, reference), prepared(pruned, reference)) if reference else ()
+            return compare_sessions(prepared(pruned, precision), prepared(baseline, precision), warmup, runs, rounds,
+                                    others)
     finally:
         pruned.train(modes[0])
         baseline.train(modes[1])

@@ -143,7 +143,7 @@ def structure_digest(shapes: dict[str, LayerShape]) -> str:
 
 @dataclass
 class LatencyTable:
-    key: dict[str, Any]  # what the table depends on: model, structure, input size, batch, runtime, device, threads
+    key: dict[str, Any]  # what it depends on: model, structure, input size, batch, runtime, precision, device, threads
     layers: dict[str, str]  # layer name -> its shape's key
     tables: dict[str, LayerTable]  # shape key -> table
     baseline_ms: float  # the whole unpruned model, measured
@@ -229,7 +229,8 @@ class LatencyTable:
         block = int(data["block"])
         tables = {k: LayerTable(LayerShape(**{f: tuple(v) if isinstance(v, list) else v for f, v in t["shape"].items()}),
                                 t["grids"], block) for k, t in data["tables"].items()}
-        return cls(data["key"], data["layers"], tables, float(data["baseline_ms"]), block, float(data["scale"]),
+        key = {"precision": "fp32", **data["key"]}  # tables from before precisions were FP32
+        return cls(key, data["layers"], tables, float(data["baseline_ms"]), block, float(data["scale"]),
                    float(data["reorder_ms"]), float(data.get("seconds", 0.0)), data.get("anchors", []))
 
     @classmethod
@@ -244,9 +245,9 @@ class LatencyTable:
 
 
 def table_key(model_name: str, shapes: dict[str, LayerShape], input_size: int, batch_size: int, runtime: str,
-              threads: int | None, device: torch.device) -> dict[str, Any]:
+              threads: int | None, device: torch.device, precision: str = "fp32") -> dict[str, Any]:
     return {"model": model_name, "structure": structure_digest(shapes), "input_size": input_size,
-            "batch_size": batch_size, "runtime": runtime, "threads": threads,
+            "batch_size": batch_size, "runtime": runtime, "precision": precision, "threads": threads,
             "device": device_name(device, threads).rsplit(" (", 1)[0]}
 
 

@@ -48,9 +48,10 @@ def _grid_points(shape: LayerShape, points: int) -> dict[str, tuple[list[int], l
     return grids
 
 
-def _layer_session(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None):
+def _layer_session(shape: LayerShape, cin: int, cout: int, runtime: str, batch_size: int, threads: int | None,
+                   precision: str = "fp32"):
     cin = cout if shape.depthwise else cin
-    return session(runtime, shape.module(cin, cout).eval(), shape.example(cin, batch_size), threads)
+    return session(runtime, shape.module(cin, cout).eval(), shape.example(cin, batch_size), threads, precision)
 
 
 def _full_layers_ms(sessions: dict[str, Any], warmup: int, runs: int, rounds: int = 5) -> dict[str, float]:
@@ -86,8 +87,8 @@ def anchor_rates(groups: Sequence, seed: int = 0) -> list[list[float]]:
 
 def build_table(model: nn.Module, model_name: str, input_size: int, in_channels: int = 3, *,
                 runtime: str = "onnxruntime", threads: int | None = None, batch_size: int = 1, points: int = 6,
-                warmup: int = 5, runs: int = 20, anchor_runs: int = 30, report: Progress | None = None
-                ) -> LatencyTable:
+                warmup: int = 5, runs: int = 20, anchor_runs: int = 30, report: Progress | None = None,
+                precision: str = "fp32") -> LatencyTable:
     """Time every distinct layer shape of ``model`` at sampled channel counts on this machine, then the whole
     model unpruned and at the anchors' rates (the calibration).
 
@@ -95,21 +96,21 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
     full layers are timed together, in rounds (``_full_layers_ms``). On a shared machine
     whose speed drifts, a table timed point after point mixes moments: the same layer
     timed in two builds differed by 16% (median) this way, and the table by its
-    anchors' fit.
+    anchors' fit. In a quantized ``precision`` every layer and anchor is quantized as a trial's model is.
     """
     start = time.time()
     example = torch.randn(batch_size, in_channels, input_size, input_size)
     shapes = layer_shapes(model, example[:1])
     unique = {s.key: s for s in shapes.values()}
-    block = RUNTIMES[runtime].channel_multiple
+    block = RUNTIMES[runtime].multiple(precision)
     plans = {k: _grid_points(s, points) for k, s in unique.items()}
     structure = analyze(copy.deepcopy(model), input_size, in_channels)
     anchors_rates = anchor_rates(structure.groups)
     total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values())
     done, tables = 0, {}
     with torch_threads(threads):
-        whole = session(runtime, model.eval(), example, threads)  # first: a model the runtime cannot take fails now
-        full = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads)
+        whole = session(runtime, model.eval(), example, threads, precision)  # first: a model the runtime cannot take fails now
+        full = {k: _layer_session(s, s.in_channels, s.out_channels, runtime, batch_size, threads, precision)
                 for k, s in unique.items()}
         full_ms = _full_layers_ms(full, warmup, runs)
         for key, shape in unique.items():
@@ -119,7 +120,8 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
                 for cin in ins:
                     row = []
                     for cout in outs:
-                        mine, theirs = compare_sessions(_layer_session(shape, cin, cout, runtime, batch_size, threads),
+                        sample = _layer_session(shape, cin, cout, runtime, batch_size, threads, precision)
+                        mine, theirs = compare_sessions(sample,
                                                         full[key], warmup, runs, rounds=1)
                         row.append(full_ms[key] * mine.median_ms / theirs.median_ms)
                     ms.append(row)
@@ -131,7 +133,7 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
         baselines, anchors = [], []
         for i, rates in enumerate(anchors_rates):
             pruned = prune(analyze(copy.deepcopy(model), input_size, in_channels), rates).eval()
-            mine, theirs = compare_sessions(session(runtime, pruned, example, threads), whole, warmup, anchor_runs,
+            mine, theirs = compare_sessions(session(runtime, pruned, example, threads, precision), whole, warmup, anchor_runs,
                                             rounds=5)  # the calibration rests on these: time them longer
             kept = {name: (s.in_channels, s.out_channels) for name, s in layer_shapes(pruned, example[:1]).items()}
             anchors.append((kept, mine.median_ms / theirs.median_ms))
@@ -139,7 +141,8 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
             if report:
                 report("whole-model anchors", i + 1, len(anchors_rates))
     layers = {name: s.key for name, s in shapes.items()}
-    table = LatencyTable(table_key(model_name, shapes, input_size, batch_size, runtime, threads, torch.device("cpu")),
+    key = table_key(model_name, shapes, input_size, batch_size, runtime, threads, torch.device("cpu"), precision)
+    table = LatencyTable(key,
                          layers, tables, float(np.median(baselines)), block)
     table.calibrate(anchors)
     table.seconds = round(time.time() - start, 1)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from pdsearch.catalog.precisions import PRECISIONS
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.cost.table_build import Progress, build_table
@@ -30,6 +31,7 @@ def latency_table(
     num_classes: int = 10,
     in_channels: int = 3,
     runtime: str | None = None,
+    precision: str | None = None,
     threads: int | None = None,
     batch_size: int | None = None,
     points: int = 6,
@@ -40,7 +42,8 @@ def latency_table(
     carrying ``latency.target_resource``) and write it to ``out``.
 
     From ``config``: its model, the latency section's runtime, threads, batch size and input
-    size (the data's classes and channels are read from the data); flags given override it.
+    size, the space's precision where it has one (the data's classes and channels are read from
+    the data); flags given override it.
     """
     kwargs: dict[str, Any] = {}
     if config is not None:
@@ -57,19 +60,26 @@ def latency_table(
         input_size = input_size or lat.input_size or cfg.data.input_size
         runtime, threads = runtime or lat.runtime, threads or lat.threads
         batch_size, resource = batch_size or lat.batch_sizes[0], lat.target_resource
+        if precision is None and len(cfg.space.precision) == 1:
+            precision = cfg.space.precision[0]
     else:
         resource = None
         if model is None or input_size is None:
             raise PdsearchError("latency-table needs --config, or --model and --input-size")
-    runtime, batch_size = runtime or "onnxruntime", batch_size or 1
+    runtime, batch_size, precision = runtime or "onnxruntime", batch_size or 1, precision or "fp32"
     if runtime not in RUNTIMES:
         raise PdsearchError(unknown("latency runtime", runtime, RUNTIMES))
+    if precision not in PRECISIONS:
+        raise PdsearchError(unknown("precision", precision, PRECISIONS))
     RUNTIMES[runtime].check_installed()
+    PRECISIONS[precision].check_installed()
+    PRECISIONS[precision].check_runtime(runtime)
     if input_size <= 0 or batch_size <= 0 or points < 2 or (threads is not None and threads <= 0):
         raise PdsearchError("input size, batch size and threads must be positive, points at least 2")
     writable(Path(out))  # before minutes of measurement, not after
     build = functools.partial(build_table, model_name=model, input_size=input_size, in_channels=in_channels,
-                              runtime=runtime, threads=threads, batch_size=batch_size, points=points)
+                              runtime=runtime, threads=threads, batch_size=batch_size, points=points,
+                              precision=precision)
     net = build_model(model, num_classes=num_classes, in_channels=in_channels, **kwargs)
     if address is not None:
         table = _on_target(build, net, address, resource)

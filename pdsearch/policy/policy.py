@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from pdsearch.catalog.precisions import PRECISIONS
 from pdsearch.errors import PdsearchError
 from pdsearch.policy.allocators import Allocator, allocator_for, distribution_allocators, modes
 from pdsearch.policy.criteria import check_criterion
@@ -82,6 +83,7 @@ class Policy:
     budget_metric: str = "flops"
     options: dict[str, float] = field(default_factory=dict)
     round_to: int = 1  # every pruned group keeps a multiple of this many channels (hardware vector width)
+    precision: str = "fp32"  # what the pruned model ships in (catalog.precisions): int8 is quantized after fine-tuning
 
     def __post_init__(self) -> None:
         if (self.gpr is None) == (self.budget is None):
@@ -107,6 +109,8 @@ class Policy:
             raise PdsearchError(f"max_rate must be in (0, 1), got {self.max_rate!r}")
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
             raise PdsearchError(f"round_to must be a positive integer, got {self.round_to!r}")
+        if self.precision not in PRECISIONS:
+            raise PdsearchError(unknown("precision", self.precision, PRECISIONS))
         check_criterion(self.criterion)
         self.allocator.validate(self)
 
@@ -126,10 +130,11 @@ class Policy:
 
     @property
     def name(self) -> str:
-        """Short and file-name safe, for trial names: 'gpr40-PD2-l1', 'flops60-loss_aware-mixed'."""
+        """Short and file-name safe, for trial names: 'gpr40-PD2-l1', 'flops60-loss_aware-mixed', 'gpr40-PD2-l1-int8'."""
         amount = f"gpr{round(self.gpr, 1):g}" if self.budget is None else f"{self.budget_metric}{round(self.budget, 1):g}"
         shape = self.pd or f"shape{self.slope:+.2f}{self.curvature:+.2f}"
-        return "-".join([amount, shape, self.criterion_label] + ([f"seed{self.seed}"] if self.seed else []))
+        return "-".join([amount, shape, self.criterion_label] + ([f"seed{self.seed}"] if self.seed else [])
+                        + ([self.precision] if self.precision != "fp32" else []))
 
     @property
     def amount(self) -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from pdsearch.catalog.objectives import given
+from pdsearch.catalog.precisions import PRECISIONS, RECIPES
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.cost.latency import ONNX_OPSET, export_onnx
 from pdsearch.errors import PdsearchError
@@ -78,7 +79,7 @@ def export_model(run: Run, policy: Policy, plan: Plan, row: pd.Series, export: E
     try:
         ctx = trial_context(cfg, baseline)
         pruned = prune_baseline(ctx, np.array(plan.rates), policy, plan.criteria)
-        measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device)
+        measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device, precision=policy.precision)
     finally:
         torch.set_num_threads(threads)
     model = pruned.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
@@ -103,8 +104,37 @@ def export_model(run: Run, policy: Policy, plan: Plan, row: pd.Series, export: E
         "params": cost.params,
     }
     real = next(iter(ctx.data.batches("val", torch.device("cpu"))))[0][:16]
-    info.update(EXPORT_FORMATS[path.suffix](model, real, path, {**record, "export": info}))
+    if PRECISIONS[policy.precision].deploy is not None:
+        info.update(save_deployed(model, ctx, cfg, policy.precision, path, {**record, "export": info}))
+    else:
+        info.update(EXPORT_FORMATS[path.suffix](model, real, path, {**record, "export": info}))
     return info
+
+
+def save_deployed(model: torch.nn.Module, ctx, cfg, precision: str, path: Path, record: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The policy as it ships in a quantized precision (ONNX), with its accuracy measured in ONNX Runtime on the
+    file's own bytes: what policy.json states is what the file computes."""
+    import onnx
+
+    from pdsearch.trial.quantized import calibration_batches, deployed_model, onnx_accuracy
+
+    if path.suffix != ".onnx":
+        raise PdsearchError(f"cannot export to {path}: a {precision} policy ships as ONNX, give a .onnx path")
+    q = cfg.quantization
+    proto = onnx.load_from_string(deployed_model(model, ctx.planner.structure.example_input, ctx.data, precision, q))
+    calibration = calibration_batches(ctx.data, q.calibration_batches)
+    fields = {"format": f"ONNX, {precision} (ONNX Runtime static quantization, opset {ONNX_OPSET}, dynamic batch size)",
+              "precision": precision, "opset": ONNX_OPSET, "load": f"onnxruntime.InferenceSession({str(path)!r})",
+              "quantization": {**RECIPES[q.recipe].describe(), "calibration_data": {
+                  "split": "train", "batches": len(calibration), "images": sum(len(b) for b in calibration),
+                  "augmentation": "none"}}}
+    fields.update({f"{split}_accuracy": onnx_accuracy(proto.SerializeToString(), ctx.data, split)
+                   for split in ("val", "test")})
+    onnx.helper.set_model_props(proto, {"policy.json": json.dumps({**record, "export": {**record["export"], **fields}})})
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+    return fields
 
 
 def save_pt2(model: torch.nn.Module, batch: torch.Tensor, path: Path, record: dict[str, Any]) -> dict[str, Any]:

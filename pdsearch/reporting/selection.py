@@ -27,7 +27,7 @@ from pdsearch.run.lock import run_lock
 
 PREFERENCES = ("knee", *OBJECTIVES)
 METRICS = ("accuracy", "accuracy_std", "test_accuracy", "test_accuracy_std", "acc_drop", "flops", "params",
-           "flops_reduction_pct", "params_reduction_pct")
+           "flops_reduction_pct", "params_reduction_pct", "accuracy_fp32", "test_accuracy_fp32", "quantization_drop")
 
 
 @dataclass
@@ -52,6 +52,7 @@ def select(
     distill: float | None = None,
     source: str = "auto",
     trial: str | None = None,
+    precision: str | None = None,
     **limits: float | None,
 ) -> Selection:
     """Pick one policy of a run; constraints not given are the search's own.
@@ -60,6 +61,9 @@ def select(
     (one per objective, objectives.CONSTRAINTS).
 
     ``trial`` names one completed trial to take instead (constraints and preference aside).
+
+    ``precision`` picks from the policies that ship in it (their own front); without it, from the
+    whole front, each policy exported in its own precision.
 
     ``export`` reruns the policy and saves the model: with the trial's fine-tuning, or
     ``finetune_epochs`` epochs, distilled at the trial's weight or at ``distill``.
@@ -77,7 +81,8 @@ def select(
         request.check()
     # an export reruns the policy on the run's baseline: one writer, from before the run is read
     with run_lock(Path(run_dir), "pdsearch select --export", create=False) if request else contextlib.nullcontext():
-        return _select(load_run(run_dir, source), prefer, request, trial, limits)
+        run = load_run(run_dir, source)
+        return _select(run.in_precision(precision) if precision else run, prefer, request, trial, limits)
 
 
 def _select(run: Run, prefer: str, export: Export | None, trial: str | None,
@@ -180,7 +185,9 @@ def recorded_plan(run: Run, row: pd.Series) -> tuple[Policy, Plan]:
 def describe(selection: Selection) -> str:
     """Why this policy, with its constraint values, for the CLI."""
     row, c = selection.trial, selection.constraints
-    lines = [f"selected: {selection.policy.amount} {row['pd']} criterion {_criteria_label(selection)} (trial {row['trial_id']})",
+    shipped = "" if selection.policy.precision == "fp32" else f", {selection.policy.precision}"
+    lines = [f"selected: {selection.policy.amount} {row['pd']} criterion {_criteria_label(selection)}{shipped} "
+             f"(trial {row['trial_id']})",
              f"  why: {selection.reason}"]
     for con in CONSTRAINTS.values():
         limit = c.limit(con.field)

@@ -8,6 +8,7 @@ a running one or one that crashed, from trials.csv or, if it is gone, from the s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -39,6 +40,8 @@ NUMERIC_COLUMNS = [
     "params_reduction_pct", "allocation_seconds", "seconds", "accuracy_pruned", "epoch", "epochs",
     "latency_ms", "latency_iqr_ms", "baseline_latency_ms", "latency_predicted_ms", "baseline_latency_predicted_ms",
     "latency_predicted_reduction_pct", "latency_aim_pct", "round_to", "energy_mj_per_image", "baseline_energy_mj_per_image",
+    "accuracy_fp32", "test_accuracy_fp32", "quantization_drop", "quantization_seconds", "baseline_latency_ms_vs_fp32",
+    "latency_ratio_vs_fp32", "latency_reduction_pct_vs_fp32", "latency_fp32_ms", "quantization_speedup",
     *(o.metric for o in OBJECTIVES.values()), *(c.metric for c in CONSTRAINTS.values()),
 ]
 
@@ -149,6 +152,16 @@ class Run:
     def stopped(self) -> pd.DataFrame:
         """Trials a scheduler stopped at a rung: partly fine-tuned, never on the front."""
         return self.trials[self.trials["status"] == "stopped"] if len(self.trials) else self.trials
+
+    def in_precision(self, precision: str) -> "Run":
+        """This run with only the trials whose policy ships in ``precision`` (runs before precisions: fp32)."""
+        searched = self.cfg.space.precision
+        if precision not in searched:
+            raise PdsearchError(f"{self.run_dir} searched precision {', '.join(searched)}, not {precision!r}")
+        if not len(self.trials):
+            return self
+        shipped = self.trials["precision"] if "precision" in self.trials.columns else pd.Series("fp32", self.trials.index)
+        return dataclasses.replace(self, trials=self.trials[shipped.fillna("fp32").replace("", "fp32") == precision])
 
     def front(self, constraints: Constraints | None = None) -> pd.DataFrame:
         """The Pareto front of the completed trials that meet ``constraints`` (default: the search's)."""

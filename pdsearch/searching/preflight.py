@@ -7,16 +7,22 @@ search, a baseline that learnt nothing, Tune state of an earlier version.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import pickletools
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
+from pdsearch.catalog.precisions import PRECISIONS
 from pdsearch.config import SearchConfig
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner
 from pdsearch.pruning import check_prunable
+from pdsearch.registry import resolve
 from pdsearch.run.directory import LATENCY_TABLE, TRIALS_CSV, study_storage
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import load_checkpoint, model_and_data
@@ -36,6 +42,7 @@ def preflight(space: SearchSpace, run_dir: Path | None = None) -> dict[str, Any]
     planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels, latency_table=table)
     planner.check(space.policy(space.first()), settings=cfg.space.settings())
     check_prunable(planner.structure)
+    check_deployable(cfg, planner.structure.model, planner.structure.example_input)
     if cfg.baseline.checkpoint:
         if distils(cfg) and not Path(cfg.baseline.checkpoint).is_file():
             raise PdsearchError(f"finetune.distill distils from the baseline, and baseline.checkpoint "
@@ -49,9 +56,18 @@ def preflight(space: SearchSpace, run_dir: Path | None = None) -> dict[str, Any]
     }
 
 
+def check_deployable(cfg: SearchConfig, model: nn.Module, example: torch.Tensor) -> None:
+    """Each quantized precision the space ships in, tried on the unpruned model: an operator the quantizer
+    cannot take is found on the driver, not in every trial."""
+    for name in cfg.space.precision:
+        deploy = PRECISIONS[name].deploy
+        if deploy is not None:
+            resolve(deploy)(copy.deepcopy(model).eval(), example, [example], cfg.quantization.recipe)
+
+
 def target_table(cfg: SearchConfig, data_input_size: int, run_dir: Path | None = None) -> LatencyTable | None:
     """latency.table (the run's copy once it has one), refused when built for another input size, batch size,
-    runtime or thread count."""
+    runtime, precision or thread count."""
     lat = cfg.latency
     if lat.table is None:
         return None
@@ -59,7 +75,8 @@ def target_table(cfg: SearchConfig, data_input_size: int, run_dir: Path | None =
     path = copy if copy is not None and copy.is_file() else Path(lat.table)
     table = LatencyTable.load(path)
     table.check({"input_size": lat.input_size or data_input_size, "batch_size": lat.batch_sizes[0],
-                 "runtime": lat.runtime, "threads": lat.threads}, f"latency table {str(path)!r}")
+                 "runtime": lat.runtime, "precision": cfg.space.precision[0], "threads": lat.threads},
+                f"latency table {str(path)!r}")
     return table
 
 

@@ -33,11 +33,13 @@ from pdsearch.trial.baseline import model_and_data
 from pdsearch.trial.channel_switch import training_batches
 from pdsearch.trial.deployment import measure_deployment, predicted_latency
 from pdsearch.trial.loss_probe import loss_probe_factory
+from pdsearch.trial.quantized import measure_deployed
 from pdsearch.trial.training import Diverged, Teacher, evaluate, prepare, recalibrate_batchnorm, train
 
 # The status of a trial's reports before its last: a trial whose last report says so was stopped by the scheduler.
 RUNNING = "running"
 ACCURACY_FIELDS = ("accuracy", "test_accuracy", "accuracy_before_finetune", "accuracy_pruned", "acc_drop")
+QUANTIZED_FIELDS = ("accuracy_fp32", "test_accuracy_fp32", "quantization_drop", "quantization_seconds")
 Report = Callable[[dict[str, Any]], None]
 
 
@@ -99,11 +101,12 @@ def prune_baseline(ctx: TrialContext, rates, policy: Policy, criteria: Sequence[
 
 
 def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig, seed: int, device: torch.device,
-                         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-    """Screen (BatchNorm re-estimated), fine-tune, measure.
+                         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                         precision: str = "fp32") -> dict[str, float]:
+    """Screen (BatchNorm re-estimated), fine-tune, measure in the precision the policy ships in.
 
     ``on_epoch(e, accuracies)`` at 0 (the screening) and after each epoch: the validation
-    accuracy then, with the raw and screening accuracies, which any objective may read.
+    accuracy then (FP32), with the raw and screening accuracies, which any objective may read.
     """
     pruned = prepare(pruned, device)
     raw = evaluate(pruned, ctx.data, "val", device)
@@ -119,14 +122,12 @@ def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig
     distill = cfg.finetune.distill
     teacher = Teacher(ctx.baseline_on(device), distill.weight, distill.temperature) if distill.weight > 0 else None
     train(pruned, ctx.data, cfg.finetune, device, seed=seed, after_epoch=after_epoch, teacher=teacher)
-    val = evaluate(pruned, ctx.data, "val", device)
-    return {
-        "accuracy": val,
-        "test_accuracy": evaluate(pruned, ctx.data, "test", device),
-        "accuracy_before_finetune": before,
-        "accuracy_pruned": raw,
-        "acc_drop": ctx.baseline["val_accuracy"] - val,
-    }
+    measured = {"accuracy": evaluate(pruned, ctx.data, "val", device),
+                "test_accuracy": evaluate(pruned, ctx.data, "test", device)}
+    measured.update(measure_deployed(pruned, ctx.planner.structure.example_input, ctx.data, precision,
+                                     cfg.quantization, measured, torch.get_num_threads()))
+    return {**measured, "accuracy_before_finetune": before, "accuracy_pruned": raw,
+            "acc_drop": ctx.baseline["val_accuracy"] - measured["accuracy"]}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -167,7 +168,7 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
                           "distill": cfg.finetune.distill.weight}
                 on_epoch = lambda e, acc: report({"epoch": e, "epochs": e, **acc,  # noqa: E731
                                                   "acc_drop": ctx.baseline["val_accuracy"] - acc["accuracy"], **fields})
-            runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device, on_epoch))
+            runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device, on_epoch, policy.precision))
     except PdsearchError as exc:  # a property of the policy: retrying would fail the same way
         return _failed(policy, str(exc), start, device)
     except Diverged as exc:
@@ -179,10 +180,11 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
             torch.cuda.empty_cache()
         return _failed(policy, "out of memory", start, device)
     metrics: dict[str, Any] = {}
-    for key in ACCURACY_FIELDS:
+    for key in [k for k in runs[0] if k in ACCURACY_FIELDS or k in QUANTIZED_FIELDS]:
         values = [run[key] for run in runs]
         metrics[key] = statistics.fmean(values)
-        metrics[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if key != "quantization_seconds":
+            metrics[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     if not all(math.isfinite(metrics[k]) for k in ACCURACY_FIELDS):
         return _failed(policy, "non-finite accuracy", start, device)
     metrics.update(
@@ -200,7 +202,7 @@ def trial_cost(ctx: TrialContext, plan: Plan, pruned: nn.Module, cfg: SearchConf
     cost: dict[str, Any] = _cost_fields(count_cost(pruned, ctx.planner.structure.example_input), ctx)
     cost.update(predicted_latency(plan.latency, cfg, ctx.latency_key))
     shape = ctx.planner.structure.example_input.shape[1:]
-    cost.update(measure_deployment(pruned, ctx.baseline_on(device), shape, cfg, device))
+    cost.update(measure_deployment(pruned, ctx.baseline_on(device), shape, cfg, device, plan.policy.precision))
     return cost
 
 
