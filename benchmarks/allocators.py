@@ -35,7 +35,7 @@ def main() -> None:
         trained = time.perf_counter()
         profile = compute_profile(cfg, baseline, cpu)
         profiled = time.perf_counter()
-        print(f"{model}: baseline val {baseline['val_accuracy']:.2f}% ({trained - start:.0f} s), "
+        print(f"{model}: baseline val {baseline.val_accuracy:.2f}% ({trained - start:.0f} s), "
               f"sensitivity profile {profiled - trained:.1f} s (once per baseline)", flush=True)
         for budget in budgets:
             for pd_name in PDS:

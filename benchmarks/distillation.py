@@ -35,7 +35,7 @@ def main() -> None:
         base_cfg = digits_config(f"distill-{model}", model, budgets, pds, distill={"temperature": args.temperature})
         baseline = build_baseline(base_cfg, cpu)
         profile = compute_profile(base_cfg, baseline, cpu) if "sensitivity" in pds else None
-        print(f"{model}: baseline val {baseline['val_accuracy']:.2f}%", flush=True)
+        print(f"{model}: baseline val {baseline.val_accuracy:.2f}%", flush=True)
         for epochs in [int(e) for e in args.epochs.split(",")]:
             cfg = base_cfg.model_copy(update={"finetune": base_cfg.finetune.model_copy(update={"epochs": epochs})})
             for budget in budgets:

@@ -1,9 +1,10 @@
 """How well a latency table built on this machine predicts pruned models' measured latency.
 
     python benchmarks/latency_model.py [--models resnet18,mobilenet_v2] [--runtimes onnxruntime,torch]
-                                       [--input-size 224] [--threads 2] [--policies 40]
+                                       [--precisions fp32,int8] [--input-size 224] [--threads 2] [--policies 40]
 
-For each model and runtime: builds the table (pdsearch latency-table's code; prints how
+For each model, runtime and precision (int8: ONNX Runtime static quantization, on onnxruntime
+only): builds the table (pdsearch latency-table's code; prints how
 long it took), then plans held-out policies — PD1-PD5 at FLOPs budgets drawn in
 [20, 70]%, and random per-group rates (irregular allocations like sensitivity's), each
 with round_to 1 and 8 — really prunes each one, times it against the unpruned model in
@@ -54,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
     parser.add_argument("--runtimes", default="onnxruntime,torch")
+    parser.add_argument("--precisions", default="fp32", help="fp32, int8 or both (int8 runs on onnxruntime only)")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--policies", type=int, default=40)
@@ -68,14 +70,15 @@ def main() -> None:
         baseline = copy.deepcopy(planner.structure.model).eval()
         batch = torch.randn(1, 3, args.input_size, args.input_size)
         policies = held_out(planner, args.policies, seed=1)
-        for runtime in args.runtimes.split(","):
+        for runtime, precision in [(r, p) for r in args.runtimes.split(",") for p in args.precisions.split(",")
+                                   if p == "fp32" or r == "onnxruntime"]:
             start = time.time()
             table = build_table(copy.deepcopy(baseline), model, args.input_size, runtime=runtime, threads=args.threads,
-                                points=args.points)
-            builds.append({"model": model, "runtime": runtime, "build_s": time.time() - start,
+                                points=args.points, precision=precision)
+            builds.append({"model": model, "runtime": runtime, "precision": precision, "build_s": time.time() - start,
                            "layers": len(table.layers), "shapes": len(table.tables),
                            "baseline_ms": table.baseline_ms, "scale": table.scale, "reorder_ms": table.reorder_ms})
-            print(f"{model} {runtime}: table of {len(table.tables)} layer shapes built in {time.time() - start:.0f} s, "
+            print(f"{model} {runtime} {precision}: table of {len(table.tables)} layer shapes built in {time.time() - start:.0f} s, "
                   f"baseline {table.baseline_ms:.2f} ms (scale {table.scale:.2f}, {table.reorder_ms:.2f} ms per M "
                   "elements off the block)", flush=True)
             predictor = planner.latency_predictor(table)
@@ -83,12 +86,13 @@ def main() -> None:
             for label, rates, round_to in policies:
                 pruned = prune(analyze(copy.deepcopy(baseline), args.input_size), rates).eval()
                 mine, theirs = compare(pruned, baseline, batch, warmup=5, runs=args.runs, rounds=args.rounds,
-                                       runtime=runtime, threads=args.threads)
+                                       runtime=runtime, threads=args.threads, precision=precision)
                 predicted = predictor(planner.pruned_channels(rates))
                 # the table's prediction scaled to this moment's baseline: both are relative to the unpruned model
                 measured_red = 100 * (1 - mine.median_ms / theirs.median_ms)
                 predicted_red = 100 * (1 - predicted / base_pred)
-                rows.append({"model": model, "runtime": runtime, "policy": label, "round_to": round_to,
+                rows.append({"model": model, "runtime": runtime, "precision": precision, "policy": label,
+                             "round_to": round_to,
                              "flops_red_%": planner.plan_rates(Policy(gpr=10), rates).flops["reduction_pct"],
                              "measured_ms": mine.median_ms, "baseline_ms": theirs.median_ms,
                              "predicted_ms": predicted, "measured_red_%": measured_red,
@@ -102,8 +106,8 @@ def main() -> None:
     table["err_%"] = 100 * (table["predicted_ratio"] - table["measured_ratio"]).abs() / table["measured_ratio"]
     table["raw_err_%"] = 100 * (table["predicted_ms"] - table["measured_ms"]).abs() / table["measured_ms"]
     summary = []
-    for (model, runtime), part in table.groupby(["model", "runtime"], sort=False):
-        summary.append({"model": model, "runtime": runtime, "policies": len(part),
+    for (model, runtime, precision), part in table.groupby(["model", "runtime", "precision"], sort=False):
+        summary.append({"model": model, "runtime": runtime, "precision": precision, "policies": len(part),
                         "spearman": spearmanr(part["predicted_ratio"], part["measured_ratio"]).statistic,
                         "median_err_%": part["err_%"].median(),
                         "reduction_gap_pts": (part["predicted_red_%"] - part["measured_red_%"]).abs().median(),

@@ -51,7 +51,7 @@ def data_driven_rates(model: str, budgets: list[float], epochs: int) -> dict[tup
                   "criteria_pool": ["l1"], "allocators": {"loss_aware": {"slice": 0.125, "loss_batches": 1}}},
     })
     baseline = build_baseline(cfg, torch.device("cpu"))
-    print(f"{model} on digits: val accuracy {baseline['val_accuracy']:.2f}% after {epochs} epochs", flush=True)
+    print(f"{model} on digits: val accuracy {baseline.val_accuracy:.2f}% after {epochs} epochs", flush=True)
     profile = compute_profile(cfg, baseline, torch.device("cpu"))
     ctx, space, rates = trial_context(cfg, baseline), SearchSpace(cfg), {}
     for pd_name in DATA_DRIVEN:

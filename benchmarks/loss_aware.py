@@ -40,7 +40,7 @@ def main() -> None:
                                   allocators={"loss_aware": json.loads(text)}, epochs=args.epochs)
                     for text in args.settings]
         baseline = build_baseline(variants[0], cpu)
-        print(f"{model}: baseline val {baseline['val_accuracy']:.2f}%", flush=True)
+        print(f"{model}: baseline val {baseline.val_accuracy:.2f}%", flush=True)
         for text, cfg in zip(args.settings, variants):
             for seed in seeds:
                 start = time.perf_counter()

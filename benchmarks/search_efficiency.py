@@ -94,7 +94,7 @@ def main() -> None:
         for ax, space in zip(axes, spaces):
             first = config(space, None, "nsga2", "fifo", args.trials)
             checkpoint = Path(tmp) / f"{space}-baseline.pt"
-            torch.save(build_baseline(first)["state_dict"], checkpoint)
+            torch.save(build_baseline(first).state_dict, checkpoint)
             curves, screening = {}, {}
             for label, sampler, scheduler in METHODS:
                 cfg = config(space, str(checkpoint), sampler, scheduler,

@@ -51,8 +51,8 @@ def main() -> None:
     n = len(gprs)
     print(f"{n} trials, 1 at a time, 1 CPU each")
     print(f"direct trial work:        {direct:7.2f} s ({direct / n:.2f} s/trial)")
-    print(f"search through Ray+Optuna:{engine:7.2f} s (Ray start + baseline {baseline['seconds']:.1f} s included)")
-    print(f"engine overhead per trial:{(engine - direct - baseline['seconds']) / n:7.2f} s "
+    print(f"search through Ray+Optuna:{engine:7.2f} s (Ray start + baseline {baseline.seconds:.1f} s included)")
+    print(f"engine overhead per trial:{(engine - direct - baseline.seconds) / n:7.2f} s "
           f"(ratio search/direct {engine / direct:.2f})")
 
     with tempfile.TemporaryDirectory() as tmp:

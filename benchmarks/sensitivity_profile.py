@@ -68,7 +68,7 @@ def main() -> None:
                             "baseline": {"epochs": 15, "lr": 0.05},
                             "data": {"dataset": "digits", "input_size": args.input_size, "batch_size": 128}})
         model, data = model_and_data(cfg)
-        model.load_state_dict(build_baseline(cfg, torch.device("cpu"))["state_dict"])
+        model.load_state_dict(build_baseline(cfg, torch.device("cpu")).state_dict)
         planner = Planner(copy.deepcopy(model), num_classes=10, input_size=args.input_size, in_channels=data.in_channels)
         runs = {
             "before: whole, default layout, BN on 10": profile(model, data, False, False, 10),

@@ -229,7 +229,7 @@ def test_the_default_batchnorm_batches_move_the_profile_less_than_another_seed_d
     from pdsearch.trial.baseline import model_and_data
 
     model, data = model_and_data(tiny_config())
-    model.load_state_dict(baseline["state_dict"])
+    model.load_state_dict(baseline.state_dict)
 
     def measure(bn_batches: int, seed: int):
         settings = SensitivitySettings(bn_batches=bn_batches)

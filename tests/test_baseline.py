@@ -73,18 +73,18 @@ def test_the_cache_is_safetensors_and_json_and_the_old_format_still_reads(tmp_pa
     key = cfg.baseline_key()
     assert {p.name for p in (tmp_path / "baseline").iterdir()} == {f"{key}.safetensors", f"{key}.json", "baseline.json"}
     cached = baseline_mod.cached_baseline(cfg, tmp_path)
-    assert cached["val_accuracy"] == baseline["val_accuracy"]
-    assert all(torch.equal(cached["state_dict"][k], v) for k, v in baseline["state_dict"].items())
+    assert cached.val_accuracy == baseline.val_accuracy
+    assert all(torch.equal(cached.state_dict[k], v) for k, v in baseline.state_dict.items())
     # a cache of the earlier format (torch.save of the whole dict) is read once, safely, and converted
     old = tmp_path / "old"
     (old / "baseline").mkdir(parents=True)
-    torch.save(baseline, old / "baseline" / f"{key}.pt")
+    torch.save({**baseline.record(), "state_dict": baseline.state_dict}, old / "baseline" / f"{key}.pt")
     again = baseline_mod.cached_baseline(cfg, old)
-    assert again["val_accuracy"] == baseline["val_accuracy"] and (old / "baseline" / f"{key}.safetensors").is_file()
+    assert again.val_accuracy == baseline.val_accuracy and (old / "baseline" / f"{key}.safetensors").is_file()
     # one that needs unpickling is not run: a one-line notice, and the baseline is rebuilt
     evil = tmp_path / "evil"
     (evil / "baseline").mkdir(parents=True)
-    torch.save({**baseline, "payload": WritesMarker(tmp_path / "marker")}, evil / "baseline" / f"{key}.pt")
+    torch.save({**baseline.record(), "state_dict": baseline.state_dict, "payload": WritesMarker(tmp_path / "marker")}, evil / "baseline" / f"{key}.pt")
     assert baseline_mod.cached_baseline(cfg, evil) is None and not (tmp_path / "marker").exists()
 
 
@@ -97,13 +97,13 @@ def test_baseline_cache_and_checkpoints(tmp_path, baseline):
     assert baseline_mod.cached_baseline(cfg, tmp_path) is None
     baseline_mod.save_baseline(baseline, tmp_path)
     cached = baseline_mod.cached_baseline(cfg, tmp_path)
-    assert cached["val_accuracy"] == baseline["val_accuracy"] and (tmp_path / "baseline" / "baseline.json").is_file()
+    assert cached.val_accuracy == baseline.val_accuracy and (tmp_path / "baseline" / "baseline.json").is_file()
     assert baseline_mod.cached_baseline(tiny_config(baseline={"epochs": 7}), tmp_path) is None  # other key
     # a checkpoint is loaded as the baseline, and reproduces its accuracy
     ckpt = tmp_path / "model.pt"
-    torch.save({"state_dict": baseline["state_dict"]}, ckpt)
+    torch.save({"state_dict": baseline.state_dict}, ckpt)
     loaded = baseline_mod.build_baseline(tiny_config(baseline={"checkpoint": str(ckpt)}), CPU)
-    assert loaded["val_accuracy"] == pytest.approx(baseline["val_accuracy"])
+    assert loaded.val_accuracy == pytest.approx(baseline.val_accuracy)
     # a checkpoint of another architecture is a clear error
     other = tmp_path / "other.pt"
     torch.save(torch.nn.Linear(3, 3).state_dict(), other)
@@ -115,5 +115,5 @@ def test_baseline_cache_and_checkpoints(tmp_path, baseline):
 
 def test_same_config_same_baseline(baseline):
     again = baseline_mod.build_baseline(tiny_config(), CPU)
-    assert again["val_accuracy"] == baseline["val_accuracy"]
-    assert all(torch.equal(again["state_dict"][k], v) for k, v in baseline["state_dict"].items())
+    assert again.val_accuracy == baseline.val_accuracy
+    assert all(torch.equal(again.state_dict[k], v) for k, v in baseline.state_dict.items())

@@ -66,7 +66,7 @@ def test_an_int8_trial_reports_the_deployed_models_accuracy_beside_the_fp32_ones
     assert int8["precision"] == "int8" and fp32["precision"] == "fp32"
     assert int8["accuracy_fp32"] == fp32["accuracy"] and int8["test_accuracy_fp32"] == fp32["test_accuracy"]
     assert int8["quantization_drop"] == pytest.approx(int8["accuracy_fp32"] - int8["accuracy"])
-    assert int8["acc_drop"] == pytest.approx(baseline["val_accuracy"] - int8["accuracy"])
+    assert int8["acc_drop"] == pytest.approx(baseline.val_accuracy - int8["accuracy"])
     assert int8["quantization_seconds"] > 0 and int8["flops"] == fp32["flops"]
 
 

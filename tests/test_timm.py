@@ -79,8 +79,8 @@ def test_pretrained_weights_for_other_classes_load_all_but_the_classifier(tmp_pa
     cfg = tiny_config(model={"name": "timm/resnet10t", "kwargs": {}}, data={"input_size": 16},
                       baseline={"checkpoint": str(path), "epochs": 1})
     baseline = build_baseline(cfg)  # the new head is trained with the rest for baseline.epochs
-    assert sorted(baseline["skipped_keys"]) == ["fc.bias [100]", "fc.weight [100, 512]"]
-    assert not torch.equal(baseline["state_dict"]["conv1.0.weight"], pretrained.conv1[0].weight)
+    assert sorted(baseline.skipped_keys) == ["fc.bias [100]", "fc.weight [100, 512]"]
+    assert not torch.equal(baseline.state_dict["conv1.0.weight"], pretrained.conv1[0].weight)
 
 
 # one small model of each family, at 32x32 (resnet-d, efficientnet, mobilenetv3, regnety, convnext, dla, repvgg)

@@ -1,4 +1,5 @@
 """Trials and the searcher: metrics, failures recorded as failed, never NaN to Optuna."""
+import dataclasses
 import math
 
 import pytest
@@ -17,7 +18,7 @@ def test_trial_metrics(baseline):
     m = run_trial({"gpr": 40.0, "pd": "PD2"}, cfg, baseline, CPU)
     assert m["status"] == "ok" and m["failure_reason"] == ""
     assert 0 < m["flops_reduction_pct"] < 100 and m["flops"] > 0 and m["params"] > 0
-    assert m["acc_drop"] == pytest.approx(baseline["val_accuracy"] - m["accuracy"])
+    assert m["acc_drop"] == pytest.approx(baseline.val_accuracy - m["accuracy"])
     assert len(m["rates"]) == 5 and m["pd"] == "PD2" and m["gpr"] == 40.0
     assert all(math.isfinite(m[k]) for k in ("accuracy", "test_accuracy", "accuracy_before_finetune"))
     assert m["device"] == "cpu" and m["node_id"]
@@ -32,8 +33,8 @@ def test_repeats_report_mean_and_std(baseline):
 
 
 def test_diverged_trial_is_failed_not_nan(baseline):
-    poisoned = {**baseline, "state_dict": dict(baseline["state_dict"])}
-    poisoned["state_dict"]["classifier.3.weight"] = torch.full_like(baseline["state_dict"]["classifier.3.weight"], float("nan"))
+    poisoned = dataclasses.replace(baseline, state_dict=dict(baseline.state_dict))
+    poisoned.state_dict["classifier.3.weight"] = torch.full_like(baseline.state_dict["classifier.3.weight"], float("nan"))
     m = run_trial({"gpr": 30.0, "pd": "PD1"}, tiny_config(), poisoned, CPU)
     assert m["status"] == "failed" and m["failure_reason"].startswith("diverged")
     assert all(math.isfinite(v) for v in (m["accuracy"], m["flops"], m["params"]))

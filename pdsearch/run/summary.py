@@ -24,7 +24,7 @@ class SearchResult:
 
 
 def summarize(run_dir: Path, baseline: dict[str, Any], seconds: float | None = None) -> SearchResult:
-    """The run's trials and front; writes pareto.csv."""
+    """The run's trials and front; writes pareto.csv. ``baseline``: its record (baseline.json)."""
     run = load_run(run_dir)
     front = run.front().reset_index(drop=True)
     front.to_csv(run_dir / PARETO_CSV, index=False)
@@ -33,6 +33,6 @@ def summarize(run_dir: Path, baseline: dict[str, Any], seconds: float | None = N
         run_dir=Path(run_dir), trials=run.trials, front=front,
         counts={status: int((statuses == status).sum()) for status in STATUSES},
         hypervolume=hypervolume(front, run.cfg.search.objectives, run.model),
-        baseline={k: v for k, v in baseline.items() if k != "state_dict"}, written=written(run.cfg, run_dir),
+        baseline=baseline, written=written(run.cfg, run_dir),
         seconds=seconds,
     )

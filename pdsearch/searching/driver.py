@@ -159,7 +159,7 @@ def run_search(cfg: SearchConfig, run_dir: Path, address: str | None = None, res
                                f"(search.storage_timeout): {_interrupted(space, run_dir)} once it is back")
     if received:
         raise Interrupted(_interrupted(space, run_dir), received[0])
-    summary = summarize(run_dir, baseline, seconds=time.time() - start)
+    summary = summarize(run_dir, baseline.record(), seconds=time.time() - start)
     for session in trackers:
         session.finish(run_dir, summary)
     return summary

@@ -25,7 +25,7 @@ from pdsearch.pruning import check_prunable
 from pdsearch.registry import resolve
 from pdsearch.run.directory import LATENCY_TABLE, TRIALS_CSV, study_storage
 from pdsearch.space import SearchSpace
-from pdsearch.trial.baseline import load_checkpoint, model_and_data
+from pdsearch.trial.baseline import Baseline, load_checkpoint, model_and_data
 
 
 def preflight(space: SearchSpace, run_dir: Path | None = None) -> dict[str, Any]:
@@ -94,9 +94,9 @@ def refuse_a_second_search(run_dir: Path) -> None:
 CHANCE_MARGIN = 5.0  # points above chance (100 / classes) a baseline must reach to be searched
 
 
-def refuse_a_weak_baseline(cfg: SearchConfig, baseline: dict[str, Any], num_classes: int) -> None:
+def refuse_a_weak_baseline(cfg: SearchConfig, baseline: Baseline, num_classes: int) -> None:
     """A baseline that learnt (almost) nothing gives a front of noise: stop before any trial, unless told not to."""
-    chance, accuracy = 100.0 / num_classes, float(baseline["val_accuracy"])
+    chance, accuracy = 100.0 / num_classes, float(baseline.val_accuracy)
     if accuracy < chance + CHANCE_MARGIN and not cfg.baseline.allow_weak:
         raise PdsearchError(
             f"the baseline learnt almost nothing: validation accuracy {accuracy:.1f}% against {chance:.1f}% for "

@@ -19,14 +19,14 @@ from ray import tune
 from pdsearch.config import SearchConfig, parse_config
 from pdsearch.policy import SensitivityProfile
 from pdsearch.searching.progress import StartProgress
-from pdsearch.trial.baseline import build_baseline, cached_baseline, save_baseline
+from pdsearch.trial.baseline import Baseline, build_baseline, cached_baseline, save_baseline
 from pdsearch.trial.loss_path import cached_paths, compute_paths, needs_paths, save_paths
 from pdsearch.trial.profile import cached_profile, compute_profile, needs_profile, save_profile
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import run_trial
 
 
-def trainable(config: dict[str, Any], settings: dict[str, Any], baseline: dict[str, Any],
+def trainable(config: dict[str, Any], settings: dict[str, Any], baseline: Baseline,
               profile: SensitivityProfile | None, latency_table: dict[str, Any] | None = None,
               loss_paths: dict[str, Any] | None = None) -> None:
     """One trial in a Tune worker: reports per epoch (for the scheduler), then the final metrics."""
@@ -81,21 +81,21 @@ def run_task(cfg: SearchConfig, fn: Callable[..., Any], *args: Any, progress: St
             progress.update(value)
 
 
-def baseline(cfg: SearchConfig, run_dir: Path, progress: StartProgress | None) -> dict[str, Any]:
+def baseline(cfg: SearchConfig, run_dir: Path, progress: StartProgress | None) -> Baseline:
     """The trained baseline: cached, or trained once as a Ray task."""
     cached = cached_baseline(cfg, run_dir)
     if cached is not None:
         return cached
     trained = run_task(cfg, build_baseline, progress=progress)
-    if trained.get("skipped_keys"):
+    if trained.skipped_keys:
         print(f"pdsearch: note: {cfg.baseline.checkpoint} has a classifier for other classes "
-              f"({', '.join(trained['skipped_keys'])}): it was re-initialised and fine-tuned with the rest "
+              f"({', '.join(trained.skipped_keys)}): it was re-initialised and fine-tuned with the rest "
               f"for {cfg.baseline.epochs} epochs (baseline.epochs)", file=sys.stderr)
     save_baseline(trained, run_dir)
     return trained
 
 
-def profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any],
+def profile(cfg: SearchConfig, run_dir: Path, baseline: Baseline,
             progress: StartProgress | None) -> SensitivityProfile | None:
     """The baseline's sensitivity profile, where the space needs one: cached, or measured once as a Ray task."""
     if not needs_profile(cfg):
@@ -107,7 +107,7 @@ def profile(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any],
     return measured
 
 
-def loss_paths(cfg: SearchConfig, run_dir: Path, baseline: dict[str, Any], table: dict[str, Any] | None,
+def loss_paths(cfg: SearchConfig, run_dir: Path, baseline: Baseline, table: dict[str, Any] | None,
                progress: StartProgress | None) -> dict[str, Any] | None:
     """Loss-aware allocation's greedy paths, where the space has it: cached, or measured once as a Ray task."""
     if not needs_paths(cfg):

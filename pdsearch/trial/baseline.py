@@ -12,6 +12,7 @@ import json
 import pickle
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,8 +117,33 @@ def load_checkpoint(model: nn.Module, path: str, trust: bool = False) -> list[st
     return [f"{k} {list(state[k].shape)}" for k in skipped]
 
 
+@dataclass
+class Baseline:
+    """The unpruned model every trial starts from: its weights (CPU tensors) and what it measured.
+
+    Travels from the driver to the trials through Ray's object store; ``record()`` is what
+    baseline.json keeps of it (no weights).
+    """
+
+    key: str  # SearchConfig.baseline_key(): what the weights depend on
+    state_dict: dict[str, torch.Tensor]
+    val_accuracy: float
+    test_accuracy: float
+    seconds: float = 0.0  # to load or train
+    source: str = "trained"  # or the checkpoint's path
+    skipped_keys: list[str] = field(default_factory=list)  # a checkpoint's classifier of another class count
+
+    def record(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state_dict"}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> "Baseline":
+        known = {f.name for f in fields(cls)} - {"state_dict"}
+        return cls(state_dict=state_dict, **{k: v for k, v in record.items() if k in known})
+
+
 def build_baseline(cfg: SearchConfig, device: torch.device | None = None,
-                   report: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   report: Callable[[dict[str, Any]], None] | None = None) -> Baseline:
     """Load or train the baseline; return its weights and accuracies (CPU tensors).
 
     ``report`` receives the training's progress: before the first epoch and after each
@@ -139,15 +165,10 @@ def build_baseline(cfg: SearchConfig, device: torch.device | None = None,
             progress(0)
         train(model, data, cfg.baseline, device, seed=cfg.data.seed,
               after_epoch=(lambda e: progress(e, evaluate(model, data, "val", device))) if progress else None)
-    return {
-        "key": cfg.baseline_key(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "val_accuracy": evaluate(model, data, "val", device),
-        "test_accuracy": evaluate(model, data, "test", device),
-        "seconds": round(time.time() - start, 2),
-        "source": cfg.baseline.checkpoint or "trained",
-        "skipped_keys": skipped,
-    }
+    return Baseline(key=cfg.baseline_key(), state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    val_accuracy=evaluate(model, data, "val", device), test_accuracy=evaluate(model, data, "test", device),
+                    seconds=round(time.time() - start, 2), source=cfg.baseline.checkpoint or "trained",
+                    skipped_keys=skipped)
 
 
 def _cache(run_dir: Path, key: str) -> tuple[Path, Path]:
@@ -155,31 +176,32 @@ def _cache(run_dir: Path, key: str) -> tuple[Path, Path]:
     return folder / f"{key}.safetensors", folder / f"{key}.json"
 
 
-def cached_baseline(cfg: SearchConfig, run_dir: Path) -> dict[str, Any] | None:
+def cached_baseline(cfg: SearchConfig, run_dir: Path) -> Baseline | None:
     """The cached baseline for ``cfg``, read without unpickling; None if there is none."""
     key = cfg.baseline_key()
     weights, meta = _cache(run_dir, key)
     if weights.is_file() and meta.is_file():
-        return {**json.loads(meta.read_text()), "state_dict": load_file(str(weights))}
+        return Baseline.from_record(json.loads(meta.read_text()), load_file(str(weights)))
     legacy = Path(run_dir) / "baseline" / f"{key}.pt"  # written by pdsearch before 0.2
     if not legacy.is_file():
         return None
     try:
-        baseline = torch.load(legacy, map_location="cpu", weights_only=True)
+        old = torch.load(legacy, map_location="cpu", weights_only=True)
     except Exception:
         print(f"pdsearch: note: the cached baseline {legacy} cannot be read without running code: "
               "it is retrained", file=sys.stderr)
         return None
+    baseline = Baseline.from_record(old, old["state_dict"])
     save_baseline(baseline, run_dir)
     return baseline
 
 
-def save_baseline(baseline: dict[str, Any], run_dir: Path) -> None:
-    weights, meta = _cache(run_dir, baseline["key"])
+def save_baseline(baseline: Baseline, run_dir: Path) -> None:
+    weights, meta = _cache(run_dir, baseline.key)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    info = {k: v for k, v in baseline.items() if k != "state_dict"}
+    info = baseline.record()
     with atomic_path(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in baseline["state_dict"].items()}, str(tmp))
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in baseline.state_dict.items()}, str(tmp))
     for path in (meta, weights.parent / "baseline.json"):
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(info, indent=2))

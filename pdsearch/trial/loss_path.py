@@ -19,6 +19,7 @@ from pdsearch.files import atomic_path
 from pdsearch.policy import Policy
 from pdsearch.policy.allocators.loss_aware import GreedyPath, LossAware, path_key
 from pdsearch.space import SearchSpace
+from pdsearch.trial.baseline import Baseline
 from pdsearch.trial.loss_probe import loss_probe_factory
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import trial_context
@@ -62,7 +63,7 @@ def save_paths(cfg: SearchConfig, paths: Paths, run_dir: Path) -> Path:
     return path
 
 
-def compute_paths(cfg: SearchConfig, baseline: dict[str, Any], latency_table: dict[str, Any] | None = None,
+def compute_paths(cfg: SearchConfig, baseline: Baseline, latency_table: dict[str, Any] | None = None,
                   device: torch.device | None = None, report: Callable[[dict[str, Any]], None] | None = None) -> Paths:
     """Every path the space's trials read (run as a Ray task by the search).
 

@@ -24,7 +24,7 @@ from pdsearch.policy import ALLOCATORS, Needs, SensitivityProfile
 from pdsearch.policy.allocators import Settings
 from pdsearch.policy.allocators.sensitivity import SensitivitySettings
 from pdsearch.pruning import lowest_channels
-from pdsearch.trial.baseline import model_and_data
+from pdsearch.trial.baseline import Baseline, model_and_data
 from pdsearch.trial.channel_switch import ChannelSwitch, PrefixSplit, loss_and_accuracy, training_batches
 from pdsearch.trial.training import default_device, recalibrate_batchnorm, reestimate_batchnorm, use_threads
 
@@ -66,7 +66,7 @@ def save_profile(cfg: SearchConfig, profile: SensitivityProfile, run_dir: Path) 
     return path
 
 
-def compute_profile(cfg: SearchConfig, baseline: dict[str, Any], device: torch.device | None = None,
+def compute_profile(cfg: SearchConfig, baseline: Baseline, device: torch.device | None = None,
                     report: Callable[[dict[str, Any]], None] | None = None) -> SensitivityProfile:
     """Measure the profile of ``baseline`` (run as a Ray task by the search, in-process by the verb).
 
@@ -75,7 +75,7 @@ def compute_profile(cfg: SearchConfig, baseline: dict[str, Any], device: torch.d
     device = device or default_device()
     use_threads(cfg)
     model, data = model_and_data(cfg)
-    model.load_state_dict(baseline["state_dict"])
+    model.load_state_dict(baseline.state_dict)
     on_group = (lambda done, total: report(  # noqa: E731
         {"stage": "sensitivity profile", "unit": "group", "done": done, "total": total})) if report else None
     return measure_sensitivity(model, data, cfg.space.criteria[0], _settings(cfg), device, seed=cfg.data.seed,

@@ -29,7 +29,7 @@ from pdsearch.planning import Plan, Planner
 from pdsearch.policy import Policy, SensitivityProfile
 from pdsearch.pruning import analyze, prune
 from pdsearch.space import SearchSpace, policy_fields
-from pdsearch.trial.baseline import model_and_data
+from pdsearch.trial.baseline import Baseline, model_and_data
 from pdsearch.trial.channel_switch import training_batches
 from pdsearch.trial.deployment import measure_deployment, predicted_latency
 from pdsearch.trial.loss_probe import loss_probe_factory
@@ -47,7 +47,7 @@ Report = Callable[[dict[str, Any]], None]
 class TrialContext:
     """What every trial of a search shares: the baseline model, the data, its analysis."""
 
-    baseline: dict[str, Any]
+    baseline: Baseline
     model: nn.Module  # the baseline, on the CPU, never modified
     data: DataBundle
     planner: Planner
@@ -63,19 +63,19 @@ class TrialContext:
 _CONTEXT: dict[str, TrialContext] = {}
 
 
-def trial_context(cfg: SearchConfig, baseline: dict[str, Any], latency_table: dict[str, Any] | None = None
+def trial_context(cfg: SearchConfig, baseline: Baseline, latency_table: dict[str, Any] | None = None
                   ) -> TrialContext:
     """Built once per worker process (Tune reuses actors), not once per trial.
 
     Keyed by the baseline's config and a digest of its weights, so other weights under
     the same config never get a stale model.
     """
-    digest = sum(float(t.double().sum()) for t in baseline["state_dict"].values() if t.is_floating_point())
-    key = f"{baseline['key']}:{digest!r}:{latency_table is not None}"
+    digest = sum(float(t.double().sum()) for t in baseline.state_dict.values() if t.is_floating_point())
+    key = f"{baseline.key}:{digest!r}:{latency_table is not None}"
     if key not in _CONTEXT:
         _CONTEXT.clear()
         model, data = model_and_data(cfg)
-        model.load_state_dict(baseline["state_dict"])
+        model.load_state_dict(baseline.state_dict)
         model.eval()
         table = LatencyTable.from_dict(latency_table) if latency_table is not None else None
         planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels, latency_table=table)
@@ -127,14 +127,14 @@ def finetune_and_measure(ctx: TrialContext, pruned: nn.Module, cfg: SearchConfig
     measured.update(measure_deployed(pruned, ctx.planner.structure.example_input, ctx.data, precision,
                                      cfg.quantization, measured, torch.get_num_threads()))
     return {**measured, "accuracy_before_finetune": before, "accuracy_pruned": raw,
-            "acc_drop": ctx.baseline["val_accuracy"] - measured["accuracy"]}
+            "acc_drop": ctx.baseline.val_accuracy - measured["accuracy"]}
 
 
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(exc).lower()
 
 
-def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any], device: torch.device,
+def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: Baseline, device: torch.device,
               profile: SensitivityProfile | None = None, report: Report | None = None,
               latency_table: dict[str, Any] | None = None, loss_paths: dict[str, Any] | None = None
               ) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def run_trial(params: dict[str, Any], cfg: SearchConfig, baseline: dict[str, Any
                 fields = {**cost, **policy_fields(policy, plan.gpr, plan.criteria), "status": RUNNING,
                           "distill": cfg.finetune.distill.weight}
                 on_epoch = lambda e, acc: report({"epoch": e, "epochs": e, **acc,  # noqa: E731
-                                                  "acc_drop": ctx.baseline["val_accuracy"] - acc["accuracy"], **fields})
+                                                  "acc_drop": ctx.baseline.val_accuracy - acc["accuracy"], **fields})
             runs.append(finetune_and_measure(ctx, pruned, cfg, seeded.seed, device, on_epoch, policy.precision))
     except PdsearchError as exc:  # a property of the policy: retrying would fail the same way
         return _failed(policy, str(exc), start, device)
