@@ -21,6 +21,7 @@ from pdsearch.catalog.schedulers import SCHEDULERS
 from pdsearch.catalog.trackers import TRACKERS
 from pdsearch.data import DATASETS
 from pdsearch.errors import PdsearchError
+from pdsearch.files import local_folder
 from pdsearch.policy.allocators import ALLOCATORS, Settings, allocator_for, modes
 from pdsearch.policy.criteria import CRITERIA
 from pdsearch.policy.policy import PD_SHAPES, normalize_pd
@@ -471,6 +472,16 @@ class SearchConfig(_Section):
     resources: Resources = Resources()
     latency: LatencyConfig = LatencyConfig()
     quantization: QuantizationConfig = QuantizationConfig()
+
+    @field_validator("run_dir")
+    @classmethod
+    def _local_run_dir(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                local_folder(value)
+            except PdsearchError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _gpu_objectives(self) -> "SearchConfig":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +21,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")  # s3://, gs://, hdfs://, http(s)://, any scheme://
+
+
+def local_folder(path: str | Path, what: str = "run directory") -> Path:
+    """``path`` as a local or shared (NFS) folder; a URL is refused, since pathlib would make it a folder named
+    after the scheme (``s3:``) on this machine's disk."""
+    if URL.match(str(path)):
+        raise PdsearchError(f"{what} {str(path)!r} is a URL: it holds the lock, the SQLite study and the CSVs, so it "
+                            "must be a local or shared (NFS) path; remote storage goes in search.tune_storage (Ray "
+                            "Tune's experiment) and search.storage (the Optuna study)")
+    return Path(path)
 
 
 def writable(path: Path) -> Path:

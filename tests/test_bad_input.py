@@ -220,6 +220,22 @@ CASES = {
     "study database URL of no known kind": (lambda t: search(t, search={"storage": "nosuchdb://host/studies"}),
                                             "cannot open the study database nosuchdb://host/studies"),
     "non-positive storage timeout": (lambda t: search(t, search={"storage_timeout": 0}), "search.storage_timeout"),
+    # addresses
+    "run_dir that is a URL": (lambda t: search(t, run_dir="s3://my-bucket/pdsearch/x")[:2],
+                              "run_dir: run directory 's3://my-bucket/pdsearch/x' is a URL: it holds the lock"),
+    "--run-dir that is a URL": (lambda t: ["search", config(t), "--run-dir", "gs://bucket/run"],
+                                "run directory 'gs://bucket/run' is a URL"),
+    "Tune storage no filesystem opens": (lambda t: search(t, search={"tune_storage": "hdfs://127.0.0.1:1/pdsearch"}),
+                                         "search.tune_storage 'hdfs://127.0.0.1:1/pdsearch' cannot be opened (Unable "
+                                         "to load libjvm)"),
+    "Tune storage of no known scheme": (lambda t: search(t, search={"tune_storage": "nosuchfs://bucket/x"}),
+                                        "search.tune_storage 'nosuchfs://bucket/x' cannot be opened (Unrecognized "
+                                        "filesystem type in URI"),
+    "MLflow file store": (lambda t: search(t, search={"trackers": ["mlflow"], "tracking_uri": f"file:{t}/mlruns"}),
+                          "(search.tracking_uri) is refused by MLflow 3"),
+    "MLflow server that does not answer": (
+        lambda t: search(t, search={"trackers": ["mlflow"], "tracking_uri": "http://127.0.0.1:1"}),
+        "MLflow tracking server 'http://127.0.0.1:1' (search.tracking_uri) cannot be reached (Connection refused)"),
     # files and folders
     "missing data directory": (lambda t: search(t, data={"dataset": "imagefolder", "root": str(t / "nowhere")}),
                                "image folder not found"),
@@ -286,6 +302,26 @@ def test_int8_without_the_onnx_extra_is_one_line_naming_the_extra(tmp_path, caps
     assert len(err.strip().splitlines()) == 1 and 'precision \'int8\' needs onnxruntime, which is not installed: ' \
         'pip install -e ".[onnx]"' in err
     assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("tracker, env, message", [
+    ("mlflow", {"MLFLOW_TRACKING_URI": "file:/some/mlruns"},
+     "MLflow tracking URI 'file:/some/mlruns' (MLFLOW_TRACKING_URI) is refused by MLflow 3"),
+    ("wandb", {"WANDB_MODE": None, "WANDB_API_KEY": None},
+     "W&B logs online (WANDB_MODE is unset) and has no credentials for api.wandb.ai"),
+])
+def test_a_tracker_address_from_the_environment_is_checked_before_anything_is_written(
+        tracker, env, message, tmp_path, capsys, ray_tripwire, monkeypatch):
+    for name, value in env.items():
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` on this machine either
+    argv = search(tmp_path, search={"trackers": [tracker]})
+    before = tree(tmp_path)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert len(err.strip().splitlines()) == 1 and message in err and out == "", err
+    assert "sqlite:///" in err or "WANDB_MODE=offline" in err  # what works instead
+    assert tree(tmp_path) == before and not (tmp_path / "some").exists()
 
 
 def weak_baseline(tmp_path) -> list[str]:

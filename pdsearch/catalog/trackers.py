@@ -13,7 +13,9 @@ from pdsearch.errors import PdsearchError
 
 @dataclass(frozen=True)
 class Tracker:
-    session: str  # import path of a class (cfg, run_dir) -> TrackerSession
+    # import path of a class (cfg, run_dir) -> TrackerSession, whose classmethod check(cfg, run_dir) refuses, in the
+    # preflight, an address or credentials the tracker would fail on
+    session: str
     requires: str  # the module it imports
     extra: str  # the pdsearch extra that installs it
 

@@ -30,6 +30,7 @@ from pdsearch.catalog.schedulers import SCHEDULERS
 from pdsearch.config import SearchConfig, load_config, parse_config, with_overrides
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.errors import Interrupted, PdsearchError
+from pdsearch.files import local_folder
 from pdsearch.policy import SensitivityProfile
 from pdsearch.registry import resolve
 from pdsearch.run.directory import (
@@ -215,7 +216,7 @@ def search(
         cfg = parse_config(with_overrides(config.model_dump(mode="json", by_alias=True), overrides))
     else:
         cfg = load_config(config, overrides)
-    folder = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
+    folder = local_folder(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     with run_lock(folder, "pdsearch search"):  # before anything in the folder is read
         return run_search(cfg, folder, address=address, progress=progress)
 

@@ -23,7 +23,8 @@ from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner
 from pdsearch.pruning import check_prunable
 from pdsearch.registry import resolve
-from pdsearch.run.directory import LATENCY_TABLE, TRIALS_CSV, study_storage
+from pdsearch.run.directory import LATENCY_TABLE, TRIALS_CSV
+from pdsearch.searching.addresses import check_addresses
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import Baseline, load_checkpoint, model_and_data
 
@@ -36,8 +37,7 @@ def preflight(space: SearchSpace, run_dir: Path | None = None) -> dict[str, Any]
     cfg = space.cfg
     space.sampler()
     model, data = model_and_data(cfg)
-    if cfg.search.storage is not None:  # a database server: reachable, with these credentials, before Ray starts
-        study_storage(cfg, run_dir or Path("."))
+    check_addresses(cfg, run_dir or Path("."))  # the study's database, Tune's storage, the trackers
     table = target_table(cfg, data.input_size, run_dir)
     planner = Planner(model, input_size=data.input_size, in_channels=data.in_channels, latency_table=table)
     planner.check(space.policy(space.first()), settings=cfg.space.settings())

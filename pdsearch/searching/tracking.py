@@ -7,11 +7,16 @@ names, gets the Pareto front, trials.csv and the report when the search ends.
 """
 from __future__ import annotations
 
+import contextlib
+import netrc
 import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import TYPE_CHECKING, Any
 
 from pdsearch.catalog.trackers import TRACKERS
+from pdsearch.errors import PdsearchError
 from pdsearch.registry import resolve
 
 if TYPE_CHECKING:
@@ -36,10 +41,43 @@ class MLflowSession:
     in the run directory (MLflow 3 keeps its ./mlruns file store in maintenance mode).
     """
 
+    @staticmethod
+    def given_uri(cfg: SearchConfig) -> tuple[str | None, str]:
+        """The tracking URI the user gave, and where: search.tracking_uri, else MLFLOW_TRACKING_URI."""
+        if cfg.search.tracking_uri:
+            return cfg.search.tracking_uri, "search.tracking_uri"
+        return os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI"
+
+    @classmethod
+    def check(cls, cfg: SearchConfig, run_dir: Path) -> None:
+        """A store the installed MLflow refuses (file stores on MLflow >= 3), or a server that does not answer."""
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        uri, where = cls.given_uri(cfg)
+        if not uri:
+            return  # SQLite in the run directory
+        works = f"sqlite:///{Path(run_dir).resolve()}/mlflow.db, or an MLflow server (http://HOST:PORT)"
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            try:
+                MlflowClient(uri)  # MLflow 3 refuses a new file store here, before writing anything
+            except Exception as exc:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0]
+                raise PdsearchError(f"MLflow tracking URI {uri!r} ({where}) is refused by MLflow {mlflow.__version__} "
+                                    f"({reason}): use {works}") from None
+        elif parsed.scheme in ("http", "https"):
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            try:
+                socket.create_connection((parsed.hostname, port), timeout=5).close()
+            except OSError as exc:
+                raise PdsearchError(f"MLflow tracking server {uri!r} ({where}) cannot be reached "
+                                    f"({exc.strerror or exc}): start it, or use {works}") from None
+
     def __init__(self, cfg: SearchConfig, run_dir: Path) -> None:
         from mlflow.tracking import MlflowClient
 
-        given = cfg.search.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        given, _ = self.given_uri(cfg)
         self.uri = given or f"sqlite:///{run_dir}/mlflow.db"
         # a store of our own keeps its artifacts beside it, not in ./mlruns of wherever the driver started
         artifacts = None if given else (run_dir / "mlruns").as_uri()
@@ -72,6 +110,19 @@ class WandbSession:
 
     WANDB_MODE=offline keeps everything under RUN_DIR/wandb (``wandb sync`` uploads it later).
     """
+
+    @classmethod
+    def check(cls, cfg: SearchConfig, run_dir: Path) -> None:
+        """Online mode (W&B's default) needs credentials: an API key, or ``wandb login``'s netrc entry."""
+        if os.environ.get("WANDB_MODE", "online") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+            return
+        host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        with contextlib.suppress(OSError, netrc.NetrcParseError):
+            if netrc.netrc(os.environ.get("NETRC")).authenticators(host):
+                return
+        raise PdsearchError(f"W&B logs online (WANDB_MODE is {os.environ.get('WANDB_MODE', 'unset')}) and has no "
+                            f"credentials for {host} (WANDB_API_KEY, or wandb login): set WANDB_MODE=offline to keep "
+                            "the runs in RUN_DIR/wandb (wandb sync uploads them later), or log in")
 
     def __init__(self, cfg: SearchConfig, run_dir: Path) -> None:
         self.project, self.group, self.dir = cfg.name, f"{cfg.name}-{run_dir.name}", str(run_dir)
