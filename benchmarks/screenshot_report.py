@@ -1,6 +1,6 @@
-"""Screenshot of report.html in headless Chromium, hovering a policy mid-front (docs/report_interactive.png).
+"""Screenshot of report.html in headless Chromium, hovering a policy mid-front (docs/figures/report_interactive.png).
 
-    python docs/screenshot_report.py runs/quickstart/report/report.html docs/report_interactive.png
+    python benchmarks/screenshot_report.py runs/quickstart/report/report.html docs/figures/report_interactive.png
 """
 import shutil
 import sys
