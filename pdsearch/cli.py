@@ -41,7 +41,8 @@ def _print_plan(p) -> None:
         print(f"{label:<7} {human_count(c['base'])} -> {human_count(c['pruned'])}  (-{c['reduction_pct']:.2f}%)")
     if p.latency:
         c = p.latency
-        print(f"latency {c['base']:.3f} -> {c['pruned']:.3f} ms  ({-c['reduction_pct']:+.2f}%, predicted by the latency table)")
+        print(f"latency {c['base']:.3f} -> {c['pruned']:.3f} ms  ({-c['reduction_pct']:+.2f}%, predicted by the latency "
+              f"table: {c['precision']} at {c['input_size']}x{c['input_size']} on {c['runtime']}, {c['device']})")
 
 
 def _amount_flags(args: argparse.Namespace) -> dict:
@@ -75,7 +76,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         if policy.allocator.needs != Needs.STRUCTURE:
             raise PdsearchError(f"pd {policy.pd} is measured on trained weights and data: use it in a search "
                                 "(plan takes PD1-PD5 and shapes)")
-    planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size,
+    planner = Planner(args.model, num_classes=args.num_classes, input_size=args.input_size, in_channels=args.in_channels,
                       latency_table=args.latency_table)
     if args.grid:
         table = planner.grid(**_grid_amount(args), pds=pds, **fields)
@@ -114,8 +115,10 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
         latest = now
         if now - printed >= 10 or done == total:
             printed = now
-            print(f"[{now - start:4.0f} s] {done}/{total} {stage}, ETA {(now - since) * (total - done) / done:.0f} s",
-                  flush=True)
+            # the first layers measured are the largest: an ETA from them overshoots several times over
+            eta = f"ETA {(now - since) * (total - done) / done:.0f} s" if done >= total / 4 else \
+                "ETA once a quarter is measured"
+            print(f"[{now - start:4.0f} s] {done}/{total} {stage}, {eta}", flush=True)
 
     table = latency_table(args.out, args.model, config=args.config, input_size=args.input_size,
                           num_classes=args.num_classes, in_channels=args.in_channels, runtime=args.runtime,
@@ -127,8 +130,19 @@ def _cmd_latency_table(args: argparse.Namespace) -> int:
           f"{key['runtime']} on "
           f"{key['device']} ({key['threads'] or 'default'} threads): baseline {table.baseline_ms:.3f} ms, "
           f"{len(table.tables)} layer shapes measured in {table.seconds:.0f} s")
-    print(f"written to {args.out}   next: pdsearch plan --model {key['model']} --latency-table {args.out} ...")
+    print(f"written to {args.out}   next: {_plan_command(table, args.out)} --gpr 40")
     return 0
+
+
+def _plan_command(table, path: str) -> str:
+    """The plan command that reads ``table``: its model at the table's resolution, channels and classes."""
+    shapes = [table.tables[k].shape for k in table.layers.values()]
+    flags = [f"--model {table.key['model']}", f"--input-size {table.key['input_size']}"]
+    if shapes[0].in_channels != 3:
+        flags.append(f"--in-channels {shapes[0].in_channels}")
+    if shapes[-1].kind == "linear" and shapes[-1].out_channels != 10:
+        flags.append(f"--num-classes {shapes[-1].out_channels}")
+    return f"pdsearch plan {' '.join(flags)} --latency-table {path}"
 
 
 def _grid_amount(args: argparse.Namespace) -> dict:
@@ -244,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="per-layer rates and FLOPs/params of a policy, or of a GPR x PD grid")
     p.add_argument("--model", required=True, help="registry name, torchvision name, or package.module:factory")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--num-classes", type=int, default=10, help="classes of the model's classifier")
+    p.add_argument("--input-size", type=int, default=224, help="side of the square input the cost is counted at")
+    p.add_argument("--in-channels", type=int, default=3, help="image channels the model takes (1: grey, as digits)")
     p.add_argument("--gpr", type=float, help="global pruning rate in percent, [0, 100)")
     p.add_argument("--flops-reduction", type=float, metavar="PCT", help="a FLOPs budget instead of a GPR (percent removed)")
     p.add_argument("--params-reduction", type=float, metavar="PCT", help="a params budget instead of a GPR (percent removed)")
@@ -255,16 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a latency table of the target (pdsearch latency-table): adds the predicted latency")
     p.add_argument("--pd", default="PD1", help="PD1-PD5 or a name such as bottom-up")
     p.add_argument("--mode", default="calibrated", help="calibrated (any CNN) or flexiprune (AlexNet/VGG tables)")
-    p.add_argument("--criterion", default="l1")
+    p.add_argument("--criterion", default="l1", help="filter criterion (l1, l2, fpgm, cosine, ...)")
     p.add_argument("--target", default="flops", help="calibration target: flops, params or mean")
     p.add_argument("--max-rate", type=float, default=0.9, help="per-layer rate cap (fraction)")
     p.add_argument("--round-to", type=int, default=1, metavar="K",
                    help="pruned groups keep a multiple of K channels (e.g. 8; groups under K stay whole)")
     p.add_argument("--grid", action="store_true", help="plan every GPR x PD")
-    p.add_argument("--gprs", type=_numbers, default=list(range(10, 100, 10)))
+    p.add_argument("--gprs", type=_numbers, default=list(range(10, 100, 10)), metavar="LIST",
+                   help="grid over GPRs, e.g. 10,30,50")
     p.add_argument("--flops-reductions", type=_numbers, metavar="LIST", help="grid over FLOPs budgets, e.g. 30,50,70")
     p.add_argument("--params-reductions", type=_numbers, metavar="LIST", help="grid over params budgets")
-    p.add_argument("--pds", default="1,2,3,4,5")
+    p.add_argument("--pds", default="1,2,3,4,5", metavar="LIST", help="the grid's PDs")
     p.add_argument("--csv", help="write the grid to this CSV file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_plan)
@@ -273,8 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="a search config: its model, latency runtime, threads, batch and input size")
     t.add_argument("--model", help="registry name, torchvision name, timm/NAME or package.module:factory")
     t.add_argument("--input-size", type=int, help="the deployment resolution (default: the config's)")
-    t.add_argument("--num-classes", type=int, default=10)
-    t.add_argument("--in-channels", type=int, default=3)
+    t.add_argument("--num-classes", type=int, default=10, help="classes of the model's classifier")
+    t.add_argument("--in-channels", type=int, default=3, help="image channels the model takes (1: grey, as digits)")
     t.add_argument("--runtime", help="torch or onnxruntime (default: the config's, else onnxruntime)")
     t.add_argument("--precision", help="fp32 or int8, the precision the model ships in (default: the config's "
                    "space.precision where it has one, else fp32)")
@@ -282,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="default: the config's first latency batch size, else 1")
     t.add_argument("--points", type=int, default=6, help="channel counts sampled per layer axis (default 6)")
     t.add_argument("--address", help="run on the cluster node that carries latency.target_resource (needs --config)")
-    t.add_argument("--out", required=True, metavar="TABLE.json")
+    t.add_argument("--out", required=True, metavar="TABLE.json", help="where the table is written")
     t.set_defaults(func=_cmd_latency_table)
 
     s = sub.add_parser("search", help="search policies with Ray Tune + Optuna; writes trials.csv and pareto.csv")
@@ -294,25 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_search)
 
     m = sub.add_parser("resume", help="continue a search whose driver died: same Tune experiment, same Optuna study")
-    m.add_argument("run_dir")
+    m.add_argument("run_dir", help="the run directory of the search to continue")
     m.add_argument("--address", help="Ray cluster address; default: start Ray locally")
     _progress_flags(m)
     m.set_defaults(func=_cmd_resume)
 
     v = sub.add_parser("sensitivity", help="the baseline's sensitivity profile (measured if missing): sensitivity.csv and .png")
-    v.add_argument("run_dir")
+    v.add_argument("run_dir", help="a run directory with a trained baseline")
     v.set_defaults(func=_cmd_sensitivity)
 
     source = dict(choices=["auto", "csv", "study"], default="auto",
                   help="read trials from trials.csv or the Optuna study (auto: trials.csv if present)")
     r = sub.add_parser("report", help="Pareto report of a run (finished or not): report.html, report.md, PNG plots")
-    r.add_argument("run_dir")
+    r.add_argument("run_dir", help="the run directory to report on")
     r.add_argument("--out", help="folder for the report (default: RUN_DIR/report)")
     r.add_argument("--source", **source)
     r.set_defaults(func=_cmd_report)
 
     c = sub.add_parser("select", help="pick one policy by constraints and a preference; write policy.json, export its model")
-    c.add_argument("run_dir")
+    c.add_argument("run_dir", help="the run directory to pick from")
     for con in CONSTRAINTS.values():
         c.add_argument(f"--{con.field.replace('_', '-')}", type=float, metavar="PTS" if con.unit == " pts" else "PCT",
                        help=f"{con.label} {con.sense} this (default: the search's constraint)")
@@ -335,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.set_defaults(func=_cmd_models)
 
     d = sub.add_parser("dashboard", help="optuna-dashboard on the run's study (needs the [dashboard] extra)")
-    d.add_argument("run_dir")
+    d.add_argument("run_dir", help="the run directory whose study to serve")
     d.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    d.add_argument("--port", type=int, default=8080)
+    d.add_argument("--port", type=int, default=8080, help="port to listen on")
     d.set_defaults(func=_cmd_dashboard)
     return parser
 

@@ -42,22 +42,34 @@ def digest(spec: Any) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)  # a key's docstring: the docs
 
 
 class DataConfig(_Section):
-    dataset: str = "digits"  # a name in data.DATASETS
+    dataset: str = "digits"
+    """The dataset: a name in the dataset registry (digits is embedded; cifar10, cifar100 and imagefolder read data.root)."""
     root: Optional[str] = None
+    """Where the dataset's files are (CIFAR's python batches, or an ImageFolder's train/ and val/ class folders)."""
     download: bool = False
+    """Download the dataset into data.root if it is missing (torchvision's downloader)."""
     input_size: int = Field(16, gt=0, le=1024)
+    """Side of the square images the model sees (resized and centre-cropped)."""
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
+    """Share of the training images held out, seeded, for validation (the search's objective)."""
     test_fraction: float = Field(0.15, gt=0, lt=0.5)
+    """Share held out for the test accuracy, where the dataset has no test split of its own."""
     seed: int = 0
+    """Seeds the splits and the baseline's training."""
     batch_size: int = Field(128, gt=0)
+    """Images per training and evaluation batch."""
     augment_crop: bool = True
-    augment_flip: Optional[bool] = None  # None: on for natural images, off for digits
+    """Random crops (padded) while training."""
+    augment_flip: Optional[bool] = None
+    """Random horizontal flips while training; unset: on for natural images, off for digits."""
     workers: int = Field(2, ge=0)
+    """DataLoader worker processes for datasets read from files."""
     in_memory_limit_mb: int = Field(2048, ge=0)
+    """Datasets up to this size are held in memory as tensors (fast batches); larger ones stream from disk."""
 
     @field_validator("dataset")
     @classmethod
@@ -73,42 +85,58 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "small_cnn"
+    """The model: a pdsearch name, a torchvision name, timm/NAME, or package.module:factory."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the model's factory (width, pretrained, ...)."""
 
 
 class TrainConfig(_Section):
     epochs: int = Field(3, ge=0)
+    """Training epochs."""
     lr: float = Field(0.01, gt=0, le=10)
+    """Peak learning rate of SGD with Nesterov momentum, cosine-annealed to 0."""
     momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum."""
     weight_decay: float = Field(5e-4, ge=0)
+    """L2 weight decay."""
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    """Label smoothing of the cross-entropy loss."""
 
 
 class DistillConfig(_Section):
     """Logits distillation from the unpruned baseline while fine-tuning (weight 0: off, plain training)."""
 
-    weight: float = Field(0.0, ge=0, le=1)  # of the distillation term; the labels' loss gets 1 - weight
+    weight: float = Field(0.0, ge=0, le=1)
+    """Weight of the distillation term; the labels' loss gets 1 - weight (0: plain training)."""
     temperature: float = Field(4.0, gt=0)
+    """Softmax temperature of teacher and student logits."""
 
 
 class FinetuneConfig(TrainConfig):
-    # Adaptive BatchNorm (EagleEye): statistics re-estimated on this many training batches after
-    # pruning, before the screening accuracy (accuracy_before_finetune) is measured; 0 turns it off.
     bn_recalibration_batches: int = Field(20, ge=0)
+    """Training batches on which BatchNorm statistics are re-estimated after pruning, before the screening accuracy (EagleEye's adaptive BN; 0: off)."""
     distill: DistillConfig = DistillConfig()
+    """Logits distillation from the unpruned baseline while fine-tuning."""
 
 
 class BaselineConfig(TrainConfig):
-    checkpoint: Optional[str] = None  # a state_dict (.pt/.pth, loaded weights_only) or .safetensors
-    trust_checkpoint: bool = False  # allow full unpickling, which RUNS CODE stored in the checkpoint
-    allow_weak: bool = False  # search a baseline near chance anyway (otherwise the search stops before any trial)
+    checkpoint: Optional[str] = None
+    """Trained weights to start from: a state_dict (.pt/.pth, loaded weights_only) or .safetensors; unset: trained here."""
+    trust_checkpoint: bool = False
+    """Allow full unpickling of the checkpoint, which RUNS CODE stored in the file: only for a file you trust."""
+    allow_weak: bool = False
+    """Search a baseline near chance anyway (otherwise the search stops before any trial)."""
     epochs: int = Field(15, ge=1)
+    """Epochs of the baseline's training (or of a checkpoint's new classifier)."""
     lr: float = Field(0.05, gt=0, le=10)
+    """Peak learning rate of the baseline's training."""
 
 
 class ShapeConfig(_Section):
     slope: Range = Range(low=-1.0, high=1.0)
+    """Range of the shape's slope: + prunes deep layers harder (bottom-up), - shallow ones (top-down)."""
     curvature: Range = Range(low=-1.0, high=1.0)
+    """Range of the shape's curvature: - peaks mid-network (low-high-low), + dips there (high-low-high)."""
 
 
 class BudgetConfig(_Section):
@@ -118,8 +146,11 @@ class BudgetConfig(_Section):
     """
 
     flops_reduction: Optional[Range] = None
+    """Percent of the FLOPs to remove (a range to search)."""
     params_reduction: Optional[Range] = None
+    """Percent of the parameters to remove (a range to search)."""
     latency_reduction: Optional[Range] = None
+    """Percent of the latency to remove, predicted by latency.table and corrected by measurement."""
 
     @model_validator(mode="after")
     def _one(self) -> "BudgetConfig":
@@ -148,23 +179,36 @@ def _criteria(value: list[str], what: str) -> list[str]:
 
 
 class SpaceConfig(_Section):
-    mode: str = "calibrated"  # who spreads PD1-PD5: calibrated shapes or flexiprune tables
-    gpr: Optional[Range] = None  # default 10-80 by 5 unless a budget is given
-    budget: Optional[BudgetConfig] = None  # instead of gpr
-    pd: Optional[list[Union[int, str]]] = None  # default: PD1-PD5; also data-driven allocators (sensitivity, ...)
-    shape: Optional[ShapeConfig] = None  # continuous shapes instead of named PDs
+    mode: str = "calibrated"
+    """Who spreads PD1-PD5 over the layers: calibrated shapes, or flexiprune (FlexiPrune's published tables)."""
+    gpr: Optional[Range] = None
+    """Global pruning rates to search, percent; unset and no budget: 10-80 by 5."""
+    budget: Optional[BudgetConfig] = None
+    """A FLOPs, params or latency reduction to meet instead of a GPR."""
+    pd: Optional[list[Union[int, str]]] = None
+    """Pruning distributions to search: PD1-PD5 (or 1-5, bottom-up, ...) and data-driven allocators (sensitivity, loss_aware); unset: PD1-PD5."""
+    shape: Optional[ShapeConfig] = None
+    """Continuous distribution shapes (slope, curvature) instead of named PDs."""
     criteria: list[str] = ["l1"]
-    criteria_pool: list[str] = ["l1", "l2", "fpgm", "cosine"]  # loss_aware picks one per group from these
-    allocators: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-allocator settings
+    """Filter criteria to search (l1, l2, fpgm, cosine, taylor, bn_scale, random)."""
+    criteria_pool: list[str] = ["l1", "l2", "fpgm", "cosine"]
+    """Criteria loss_aware picks one of per channel group."""
+    allocators: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-allocator settings, by allocator name (space.allocators.sensitivity.blend, ...)."""
     target: Literal["flops", "params", "mean"] = "flops"
+    """What a GPR's homogeneous equivalent is measured in when a calibrated shape is solved: flops, params or their mean."""
     max_rate: float = Field(0.9, gt=0, lt=1)
-    # pruned groups keep a multiple of this many channels; a list is searched (runtimes favour multiples of 8, 16)
+    """The highest pruning rate any one layer may get."""
     round_to: list[int] = [1]
+    """Pruned groups keep a multiple of this many channels; a list is searched (runtimes favour multiples of 4, 8 or 16)."""
     repeats: int = Field(1, ge=1, le=20)
+    """Seeds per policy; trials report means (the objective) and *_std."""
     seeds: list[int] = [0]
-    distill: Optional[list[float]] = None  # distillation weights to search (default: finetune.distill.weight)
-    # the precisions a policy ships in (catalog.precisions): [int8] quantizes every policy, [fp32, int8] searches it
+    """Pruning and fine-tuning seeds; more than one is searched."""
+    distill: Optional[list[float]] = None
+    """Distillation weights to search; unset: finetune.distill.weight."""
     precision: list[str] = ["fp32"]
+    """Precisions a policy ships in (fp32, int8); [int8] quantizes every policy, [fp32, int8] searches it."""
 
     @field_validator("mode")
     @classmethod
@@ -347,18 +391,30 @@ class LatencyConfig(_Section):
     (``pdsearch latency-table``), and trials still measure on their node when they can.
     """
 
-    runtime: str = "torch"  # a name in runtimes.RUNTIMES
-    threads: Optional[int] = Field(None, ge=1)  # intra-op threads; None: the trial's (one per CPU it is given)
-    input_size: Optional[int] = Field(None, gt=0, le=4096)  # the deployment resolution; None: data.input_size
-    batch_sizes: list[int] = [1]  # the first is the objective's; a second is reported too
+    runtime: str = "torch"
+    """Where latency is measured: torch (eager) or onnxruntime."""
+    threads: Optional[int] = Field(None, ge=1)
+    """Intra-op threads while timing; unset: the trial's (one per CPU it is given)."""
+    input_size: Optional[int] = Field(None, gt=0, le=4096)
+    """The deployment resolution latency is measured at; unset: data.input_size."""
+    batch_sizes: list[int] = [1]
+    """Batch sizes timed: the first is the objective's, a second is reported too."""
     warmup: int = Field(10, ge=0)
+    """Untimed runs before timing."""
     runs: int = Field(50, ge=3)
-    rounds: int = Field(3, ge=1)  # alternating rounds, pruned against baseline: the median round's ratio counts
-    corrections: int = Field(3, ge=0)  # a measured latency budget missed by more than budget_tolerance: re-planned
-    budget_tolerance: float = Field(2.0, gt=0)  # points of latency reduction
-    table: Optional[str] = None  # a latency table JSON (pdsearch latency-table) for budgets and predictions
-    source: Literal["measured", "table"] = "measured"  # what the latency objective and constraint read
-    target_resource: Optional[str] = None  # latency-table run as a Ray task on a node with this custom resource
+    """Timed runs per round; the median counts."""
+    rounds: int = Field(3, ge=1)
+    """Alternating rounds, pruned against baseline: the round whose ratio is the median counts."""
+    corrections: int = Field(3, ge=0)
+    """Times a measured latency budget missed by more than budget_tolerance is planned again (NetAdapt's loop)."""
+    budget_tolerance: float = Field(2.0, gt=0)
+    """Points of latency reduction a measured budget may miss by."""
+    table: Optional[str] = None
+    """A latency table of the target (pdsearch latency-table): for latency budgets and predictions."""
+    source: Literal["measured", "table"] = "measured"
+    """What the latency objective and constraint read: measured in the trial, or predicted by the table."""
+    target_resource: Optional[str] = None
+    """The custom Ray resource of the deployment node: latency-table --address runs there."""
 
     @field_validator("runtime")
     @classmethod
@@ -387,8 +443,10 @@ class LatencyConfig(_Section):
 class QuantizationConfig(_Section):
     """How a policy whose precision is quantized (space.precision: int8) becomes the model that ships."""
 
-    recipe: str = "minmax"  # a name in precisions.RECIPES: ONNX Runtime static quantization settings
-    calibration_batches: int = Field(8, ge=1, le=1000)  # training batches (never validation or test) that set ranges
+    recipe: str = "minmax"
+    """How a quantized policy is made: a name in the recipe registry (minmax, percentile, per_tensor)."""
+    calibration_batches: int = Field(8, ge=1, le=1000)
+    """Training batches (never validation or test) whose activation ranges set the INT8 scales."""
 
     @field_validator("recipe")
     @classmethod
@@ -400,25 +458,42 @@ class FidelityConfig(_Section):
     """MO-ASHA's rungs: fine-tune epochs min_epochs·eta^k below finetune.epochs (0: the screening)."""
 
     min_epochs: int = Field(1, ge=0)
+    """Fine-tune epochs at MO-ASHA's first rung (0: the screening accuracy)."""
     eta: float = Field(3.0, gt=1)
+    """Rung spacing and the share kept: rungs at min_epochs * eta^k, the best 1/eta go on."""
 
 
 class SearchSettings(_Section):
-    sampler: str = "nsga2"  # a name in space.SAMPLERS
-    scheduler: str = "fifo"  # a name in search.schedulers.SCHEDULERS (mo_asha: stop unpromising trials at rungs)
+    sampler: str = "nsga2"
+    """The Optuna sampler: nsga2, tpe, gp, random or grid."""
+    scheduler: str = "fifo"
+    """The Ray Tune scheduler: fifo (every trial to the end) or mo_asha (stop unpromising trials at rungs)."""
     fidelity: FidelityConfig = FidelityConfig()
+    """MO-ASHA's rungs."""
     num_trials: int = Field(24, ge=1)
+    """Trials to run (a grid runs every point instead)."""
     seed: int = 0
+    """Seeds the sampler."""
     objectives: list[str] = ["accuracy", "flops", "params"]
+    """What the front trades off: accuracy, flops, params, latency, energy (and plugins' objectives)."""
     constraints: Constraints = Constraints()
-    storage: Optional[str] = None  # an Optuna storage URL; default: SQLite in the run directory
-    storage_timeout: float = Field(600.0, gt=0)  # seconds the study database may stay unreachable before a clean stop
-    tune_storage: Optional[str] = None  # Ray Tune's storage_path (a shared folder or s3://...); default RUN_DIR/tune
+    """One optional bound per objective; samplers steer to feasible policies and the front holds feasible ones only."""
+    storage: Optional[str] = None
+    """An Optuna storage URL (postgresql+psycopg2://...); unset: SQLite in the run directory."""
+    storage_timeout: float = Field(600.0, gt=0)
+    """Seconds the study database may stay unreachable before the search stops cleanly."""
+    tune_storage: Optional[str] = None
+    """Ray Tune's storage_path: a shared folder or s3://, gs://, ... (opened with pyarrow); unset: RUN_DIR/tune."""
     study_name: str = "pdsearch"
-    population_size: int = Field(8, ge=2)  # NSGA-II generation size
-    max_failures: int = Field(2, ge=0)  # retries of a trial whose worker died
-    trackers: list[str] = []  # experiment trackers (trackers.TRACKERS): mlflow, wandb
-    tracking_uri: Optional[str] = None  # MLflow's; default MLFLOW_TRACKING_URI, else SQLite in the run directory
+    """The Optuna study's name in its storage."""
+    population_size: int = Field(8, ge=2)
+    """NSGA-II's generation size."""
+    max_failures: int = Field(2, ge=0)
+    """Retries of a trial whose worker or node died (never of a trial that failed by itself)."""
+    trackers: list[str] = []
+    """Experiment trackers to log to: mlflow, wandb."""
+    tracking_uri: Optional[str] = None
+    """MLflow's tracking URI; unset: MLFLOW_TRACKING_URI, else SQLite in the run directory."""
 
     @field_validator("trackers")
     @classmethod
@@ -455,23 +530,38 @@ class SearchSettings(_Section):
 
 class Resources(_Section):
     cpu: float = Field(1, gt=0)
+    """CPUs per trial (and torch threads)."""
     gpu: float = Field(0, ge=0)
+    """GPUs per trial; a fraction packs several trials on one GPU."""
     max_concurrent: Optional[int] = Field(None, ge=1)
+    """Trials at once; unset: what the cluster can run."""
 
 
 class SearchConfig(_Section):
     name: str = "pdsearch"
-    plugins: list[str] = []  # modules that register allocators, objectives, samplers, ... (imported everywhere)
+    """The search's name: Tune's experiment, the default run directory runs/NAME, the tracker's project."""
+    plugins: list[str] = []
+    """Modules that register allocators, objectives, samplers, ...: imported before validation and in every worker."""
     run_dir: Optional[str] = None
+    """The run directory (a local or NFS path, never a URL); --run-dir overrides it; unset: runs/NAME."""
     data: DataConfig = DataConfig()
+    """The dataset, its splits and batches."""
     model: ModelConfig = ModelConfig()
+    """The network to prune."""
     baseline: BaselineConfig = BaselineConfig()
+    """The unpruned model every trial starts from: a checkpoint, or trained once per run."""
     finetune: FinetuneConfig = FinetuneConfig()
+    """Each trial's screening and fine-tuning of its pruned model."""
     space: SpaceConfig = SpaceConfig()
+    """What a policy is drawn from: amount, distribution, criterion, channel multiple, precision."""
     search: SearchSettings = SearchSettings()
+    """Sampler, scheduler, objectives, constraints, storage and trackers."""
     resources: Resources = Resources()
+    """What one trial is given on the cluster."""
     latency: LatencyConfig = LatencyConfig()
+    """Where and how latency is known, when it is an objective, a constraint or a budget."""
     quantization: QuantizationConfig = QuantizationConfig()
+    """How a quantized policy (space.precision: int8) becomes the model that ships."""
 
     @field_validator("run_dir")
     @classmethod

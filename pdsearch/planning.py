@@ -57,8 +57,12 @@ class Plan:
             "flops": self.flops,
             "params": self.params,
             **({"latency_ms": self.latency["pruned"], "baseline_latency_ms": self.latency["base"],
-                "latency_reduction_pct": self.latency["reduction_pct"]} if self.latency else {}),
+                "latency_reduction_pct": self.latency["reduction_pct"],
+                **{f"latency_{k}": self.latency[k] for k in TABLE_TARGET if k in self.latency}} if self.latency else {}),
         }
+
+
+TABLE_TARGET = ("input_size", "precision", "runtime", "device")  # what a latency prediction is of, said beside it
 
 
 class Planner:
@@ -86,10 +90,12 @@ class Planner:
         self.structure: ModelStructure = analyze(model, input_size, in_channels)
         self.cost_model = CostModel(self.structure)
         self.latency_ms: Callable[[np.ndarray], float] | None = None  # channels removed per group -> ms
+        self.latency_target: dict[str, Any] = {}  # what the table's predictions are of (TABLE_TARGET)
         if latency_table is not None:
             source = f"latency table {str(latency_table)!r}" if isinstance(latency_table, str) else "latency table"
             table = LatencyTable.load(latency_table) if isinstance(latency_table, str) else latency_table
             self.latency_ms = self.latency_predictor(table, source)
+            self.latency_target = {k: table.key[k] for k in TABLE_TARGET}
 
     @classmethod
     def from_info(cls, name: str, info: dict[str, Any], model_kwargs: dict[str, Any] | None = None,
@@ -197,7 +203,8 @@ class Planner:
         latency = None
         if self.latency_ms is not None:
             mine, theirs = self.latency_ms(self.pruned_channels(rates)), self.latency_ms(np.zeros(len(self.groups)))
-            latency = {"base": round(theirs, 4), "pruned": round(mine, 4), "reduction_pct": _reduction(theirs, mine)}
+            latency = {"base": round(theirs, 4), "pruned": round(mine, 4), "reduction_pct": _reduction(theirs, mine),
+                       **self.latency_target}
         return Plan(
             model=self.model_name,
             policy=policy,

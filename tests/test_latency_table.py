@@ -1,6 +1,7 @@
 """The latency model of the target: samples, interpolation, calibration, keys, budgets, the CLI verb, ONNX export."""
 import copy
 import json
+import shlex
 
 import numpy as np
 import onnxruntime as ort
@@ -124,6 +125,23 @@ def test_latency_table_and_plan_on_the_command_line(tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert plan["budget_metric"] == "latency" and abs(plan["latency_reduction_pct"] - 25) <= 2
     assert plan["latency_ms"] < plan["baseline_latency_ms"]
+
+
+def test_the_plan_command_latency_table_prints_runs_and_says_which_target_its_latency_is_of(tmp_path, capsys):
+    """A grey-input model's table, in INT8: the printed next command plans with it as it is."""
+    out = tmp_path / "table.json"
+    assert main(["latency-table", "--model", "small_cnn", "--input-size", "16", "--in-channels", "1", "--runtime",
+                 "onnxruntime", "--precision", "int8", "--threads", "1", "--points", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "batch 1, int8 on onnxruntime" in printed
+    command = printed.strip().splitlines()[-1].split("next: ", 1)[1]
+    assert "--in-channels 1" in command and "--input-size 16" in command
+    assert main([*shlex.split(command)[1:], "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["latency_input_size"], plan["latency_precision"], plan["latency_runtime"]) == (16, "int8", "onnxruntime")
+    assert main(["plan", "--model", "small_cnn", "--in-channels", "1", "--input-size", "16", "--gpr", "30",
+                 "--latency-table", str(out)]) == 0
+    assert "predicted by the latency table: int8 at 16x16 on onnxruntime" in capsys.readouterr().out
 
 
 def _outputs_agree(model: torch.nn.Module, batch: torch.Tensor) -> float:

@@ -111,7 +111,7 @@ STAGES = [
     {"run"},
     {"reporting"},
     {"searching"},
-    {"cli", "__main__", ""},  # "" is pdsearch/__init__.py, whose lazy names reach every verb
+    {"cli", "__main__", "reference", ""},  # "" is pdsearch/__init__.py, whose lazy names reach every verb; reference: the docs
 ]
 
 

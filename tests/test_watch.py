@@ -198,6 +198,7 @@ def browser():
 def test_interactive_report_renders_offline_in_chromium(nsga_run, browser, tmp_path):
     import numpy as np
     from matplotlib.image import imread
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     _, run_dir, _ = nsga_run
     rep = pdsearch.report(run_dir, out=tmp_path / "rep")
@@ -221,10 +222,16 @@ def test_interactive_report_renders_offline_in_chromium(nsga_run, browser, tmp_p
     front = rep.front.iloc[0]
     point = page.locator("#plot-pareto_flops .scatterlayer .point").first
     point.scroll_into_view_if_needed()
+    hover_text = "document.querySelector('#plot-pareto_flops .hoverlayer').textContent"
     for i in range(page.locator("#plot-pareto_flops .scatterlayer .point").count()):
         box = page.locator("#plot-pareto_flops .scatterlayer .point").nth(i).bounding_box()
+        page.mouse.move(0, 0)  # off the plot: the last point's label goes
+        page.wait_for_function(f"{hover_text} === ''", timeout=10_000)
         page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.wait_for_timeout(250)  # Plotly draws the hover label on its next frame
+        try:  # Plotly draws the hover label on a later frame: wait for it, however busy the machine
+            page.wait_for_function(f"{hover_text} !== ''", timeout=10_000)
+        except PlaywrightTimeout:  # a point under another draws no label of its own
+            continue
         label = page.locator("#plot-pareto_flops .hoverlayer").text_content()
         if f"trial {front['trial_id']}" in label:
             break

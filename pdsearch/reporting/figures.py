@@ -27,13 +27,14 @@ def screening(run: Run, c: dict[str, float]) -> Figure:
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
     ax.scatter(done["accuracy_pruned"], done["accuracy"], s=18, color="lightgrey", label="raw pruned accuracy")
-    colours, _ = _colouring(done)
-    ax.scatter(done["accuracy_before_finetune"], done["accuracy"], c=colours, s=30,
-               label=f"after BN re-estimation (Spearman {c['screening_spearman']:.2f})")
+    colours, key = _colouring(done)
+    ax.scatter(done["accuracy_before_finetune"], done["accuracy"], c=colours, s=30)
     ax.set(xlabel="accuracy before fine-tuning (%)", ylabel="validation accuracy after fine-tuning (%)",
            title=f"{run.cfg.name}: screening vs fine-tuned accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    raw = Line2D([], [], ls="", marker="o", color="lightgrey", label="raw pruned accuracy")
+    note = Line2D([], [], ls="", label=f"coloured by PD: after BN re-estimation (Spearman {c['screening_spearman']:.2f})")
+    _legend_or_bar(fig, ax, key, [raw, note])
     return fig
 
 
@@ -65,8 +66,9 @@ def tradeoff(run: Run, front: pd.DataFrame, objective: str) -> Figure:
     fig = Figure(figsize=(7, 4.8), layout="constrained")
     ax = fig.subplots()
     x = done[axis.metric].astype(float) / axis.scale
-    ax.scatter(x[~on_front], done["accuracy"][~on_front], c=colours[~on_front], s=24, alpha=0.3)
-    ax.scatter(x[on_front], done["accuracy"][on_front], c=colours[on_front], s=70,
+    shrink = _stacked_shrink(x, done["accuracy"])
+    ax.scatter(x[~on_front], done["accuracy"][~on_front], c=colours[~on_front], s=24 * shrink[~on_front], alpha=0.3)
+    ax.scatter(x[on_front], done["accuracy"][on_front], c=colours[on_front], s=70 * shrink[on_front],
                edgecolors="black", linewidths=0.9, zorder=3)
     if run.cfg.space.repeats > 1:
         ax.errorbar(x[on_front], done["accuracy"][on_front], yerr=done["accuracy_std"][on_front], fmt="none",
@@ -83,6 +85,13 @@ def tradeoff(run: Run, front: pd.DataFrame, objective: str) -> Figure:
     ax.grid(alpha=0.3)
     _legend_or_bar(fig, ax, key, extra)
     return fig
+
+
+def _stacked_shrink(x: pd.Series, y: pd.Series) -> np.ndarray:
+    """Marker size factors: points that share a position are drawn smaller one after the other, so each one's
+    colour shows as a ring around the next (two PDs with the same cost and accuracy)."""
+    rank = pd.DataFrame({"x": x.round(9).to_numpy(), "y": y.round(9).to_numpy()}).groupby(["x", "y"]).cumcount()
+    return np.maximum(1.0 - 0.3 * rank.to_numpy(), 0.25) ** 2
 
 
 def gap_plot(run: Run, front: pd.DataFrame, gap: MeasuredGap) -> Figure:
@@ -125,7 +134,7 @@ def accuracy_vs_gpr(run: Run) -> Figure:
 
 
 def rate_profiles(run: Run, front: pd.DataFrame) -> Figure:
-    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    fig = Figure(figsize=(10, 4.8), layout="constrained")
     ax = fig.subplots()
     picks = front.iloc[np.unique(np.linspace(0, len(front) - 1, min(len(front), MAX_PROFILES)).round().astype(int))]
     layers = run.model["layers"]
@@ -141,6 +150,6 @@ def rate_profiles(run: Run, front: pd.DataFrame) -> Figure:
     if not len(picks):
         ax.text(0.5, 0.5, "no feasible Pareto policy yet", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
-    if len(picks):
-        ax.legend(fontsize=7, loc="best")
+    if len(picks):  # beside the plot: inside, it sits on the curves
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return fig

@@ -202,6 +202,9 @@ def describe(selection: Selection) -> str:
     if export:
         lines.append(f"exported: {export['path']} ({export['source']}); val accuracy {export['val_accuracy']:.2f}%, "
                      f"test {export['test_accuracy']:.2f}%; load with {export['load']}")
+        shape, normalise = export["input"]["shape"], export["input"]
+        lines.append(f"  input: batches of {'x'.join(map(str, shape))} images (channels x height x width), pixels in "
+                     f"[0, 1] normalised per channel with mean {normalise['mean']} and std {normalise['std']}")
     return "\n".join(lines)
 
 

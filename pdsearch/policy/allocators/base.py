@@ -28,7 +28,7 @@ class Needs(str, enum.Enum):
 class Settings(BaseModel):
     """An allocator's settings in the config (``space.allocators.NAME``); Range fields are searched."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)  # docstrings: the docs
     from_space: ClassVar[dict[str, str]] = {}  # setting -> the space-level config key that sets it
 
     def searched(self) -> dict[str, Range]:

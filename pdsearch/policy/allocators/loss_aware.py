@@ -38,12 +38,17 @@ if TYPE_CHECKING:
 class LossAwareSettings(Settings):
     from_space = {"pool": "criteria_pool"}
     pool: list[str] = ["l1", "l2", "fpgm", "cosine"]
+    """Criteria one of which is picked per channel group (set by space.criteria_pool)."""
     # Sized so an allocation costs a few fine-tune epochs, not dozens (benchmarks/loss_aware.py): LAASP's own
     # finer steps (slice 1/16, 2 loss batches, 10 SGD steps every 5 points) cost 3-5 times as much.
-    slice: float = Field(0.125, gt=0, le=0.5)  # fraction of a group's channels one step removes
-    loss_batches: int = Field(1, ge=1)  # training batches each candidate's loss is measured on (fixed)
-    retrain_every: float = Field(10.0, gt=0)  # points of cost removed between retraining bursts
-    retrain_steps: int = Field(5, ge=0)  # SGD steps per burst (0: never retrain)
+    slice: float = Field(0.125, gt=0, le=0.5)
+    """Fraction of a group's channels one greedy step removes."""
+    loss_batches: int = Field(1, ge=1)
+    """Training batches each candidate's loss is measured on (fixed for the whole path)."""
+    retrain_every: float = Field(10.0, gt=0)
+    """Points of cost removed between retraining bursts."""
+    retrain_steps: int = Field(5, ge=0)
+    """SGD steps per retraining burst (0: never retrain)."""
 
     @field_validator("pool")
     @classmethod

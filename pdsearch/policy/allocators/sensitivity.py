@@ -52,10 +52,14 @@ class SensitivityProfile:
 
 
 class SensitivitySettings(Settings):
-    blend: Range = Range(low=0.0, high=0.5)  # searched: weight of the uniform rate
+    blend: Range = Range(low=0.0, high=0.5)
+    """Weight of the uniform rate mixed into the sensitivity-derived one (searched)."""
     rates: list[float] = [round(0.1 * i, 1) for i in range(1, 10)]
-    bn_batches: int = Field(5, ge=0)  # training batches that re-estimate BatchNorm statistics per measurement
-    eval_batches: int = Field(4, ge=1)  # held-out training batches the loss and accuracy are measured on
+    """Pruning rates each group is measured at, alone, for the profile."""
+    bn_batches: int = Field(5, ge=0)
+    """Training batches that re-estimate BatchNorm statistics per measurement."""
+    eval_batches: int = Field(4, ge=1)
+    """Held-out training batches the loss and accuracy are measured on."""
 
     @field_validator("blend")
     @classmethod
