@@ -37,7 +37,7 @@ def test_every_trial_lands_within_a_point_of_its_budget(budget_run):
     assert all(len(json.loads(c)) == 5 for c in aware["criteria"])
     assert (aware["allocation_seconds"] > 0).all()
     # read from one greedy path to the largest budget, measured before the trials
-    assert len(list((budget_run / "baseline").glob("loss-aware-paths-*.json"))) == 1
+    assert len(list((budget_run / "baseline").glob("allocation-paths-*.json"))) == 1
     assert (trials[trials["pd"] != "loss_aware"]["criteria"] == "").all()
     # a loss-aware trial chose its criteria per group: its name and criterion column say so
     assert set(aware["criterion"]) == {"mixed"} and set(trials[trials["pd"] != "loss_aware"]["criterion"]) == {"l1"}

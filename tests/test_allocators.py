@@ -277,7 +277,7 @@ def test_loss_aware_run_only_after_each_group_chooses_what_the_whole_model_choos
 def test_a_loss_aware_path_to_the_largest_budget_holds_every_smaller_allocation():
     """The search measures one greedy path per run; each trial's allocation is its prefix, exactly the direct one."""
     from pdsearch.planning import Planner
-    from pdsearch.policy.allocators.loss_aware import LossAware, path_key
+    from pdsearch.policy.allocators.loss_aware import LossAware
     from pdsearch.trial import loss_probe
     from pdsearch.trial.baseline import model_and_data
 
@@ -295,7 +295,7 @@ def test_a_loss_aware_path_to_the_largest_budget_holds_every_smaller_allocation(
     problem = planner.problem(largest, settings=settings, probe=probe)
     path = LossAware().path(largest, problem, 0.60)
     assert len(built) == 3 and not path.exhausted and path.steps[-1].reduction >= 0.5995
-    paths = {path_key(largest, problem): path}
+    paths = {"loss_aware": {LossAware().path_key(largest, problem): path}}
     for budget, alone in direct.items():
         read = planner.plan(Policy(budget=budget, pd="loss_aware"), settings=settings, paths=paths, probe=probe)
         assert read.rates == alone.rates and read.criteria == alone.criteria

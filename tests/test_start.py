@@ -55,4 +55,4 @@ def test_the_search_prints_the_baselines_epochs_the_profiles_groups_and_the_loss
     path = [line for line in out.splitlines() if "tiny: loss-aware path, percent of flops removed" in line]
     assert path[0].endswith("removed 0/40, ETA -") and "removed 40/40, done in" in path[-1]  # to the largest budget
     assert out.index("loss-aware path, percent of flops removed 40/40") < out.index("trials: 1 (")
-    assert len(list((tmp_path / "run" / "baseline").glob("loss-aware-paths-*.json"))) == 1
+    assert len(list((tmp_path / "run" / "baseline").glob("allocation-paths-*.json"))) == 1

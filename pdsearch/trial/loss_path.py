@@ -1,10 +1,12 @@
-"""Loss-aware allocation's greedy paths for a run: measured once, before the first trial, cached beside the baseline.
+"""The paths of allocators that need one (``Needs.PATH``: loss-aware's greedy), measured once per run, cached
+beside the baseline.
 
 A loss-aware allocation at a budget is the prefix of the greedy's path to any larger
 budget (``policy.allocators.loss_aware``). So the search measures, as a Ray task with a
 trial's resources, one path per combination of what the steps depend on (seed,
 ``round_to``) up to the space's largest budget, and every trial reads its prefix instead of
-paying the greedy again. ``resume`` reuses the cached file.
+paying the greedy again. ``resume`` reuses the cached file. Any allocator that declares
+``Needs.PATH`` gets the same: this module asks the registry, never a name.
 """
 from __future__ import annotations
 
@@ -16,50 +18,53 @@ import torch
 
 from pdsearch.config import SearchConfig, digest
 from pdsearch.files import atomic_path
-from pdsearch.policy import Policy
-from pdsearch.policy.allocators.loss_aware import GreedyPath, LossAware, path_key
+from pdsearch.policy import ALLOCATORS, Policy
+from pdsearch.policy.allocators import Allocator, Needs
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import Baseline
 from pdsearch.trial.loss_probe import loss_probe_factory
 from pdsearch.trial.training import default_device, use_threads
 from pdsearch.trial.trial import trial_context
 
-Paths = dict[str, GreedyPath]
+Paths = dict[str, dict[str, Any]]  # allocator -> its path_key -> path
 
 
-def _allocator(cfg: SearchConfig) -> str | None:
-    return next((name for name in cfg.space.allocators_used() if name == LossAware.name), None)
+def path_allocators(cfg: SearchConfig) -> list[Allocator]:
+    """The space's allocators that read a path measured once per run."""
+    return [ALLOCATORS[name] for name in cfg.space.allocators_used() if ALLOCATORS[name].needs == Needs.PATH]
 
 
 def needs_paths(cfg: SearchConfig) -> bool:
-    return _allocator(cfg) is not None
+    return bool(path_allocators(cfg))
 
 
-def largest_policies(cfg: SearchConfig) -> list[Policy]:
-    """The space's loss-aware policies at its largest budget (or GPR), one per seed and round_to."""
+def largest_policies(cfg: SearchConfig, allocator: Allocator) -> list[Policy]:
+    """The space's policies of ``allocator`` at its largest budget (or GPR), one per seed and round_to."""
     kind, amount = cfg.space.amount
-    return [SearchSpace(cfg).policy({kind: amount.high, "pd": LossAware.name, "seed": seed, "round_to": round_to})
+    return [SearchSpace(cfg).policy({kind: amount.high, "pd": allocator.name, "seed": seed, "round_to": round_to})
             for seed in cfg.space.seeds for round_to in cfg.space.round_to]
 
 
 def _path(cfg: SearchConfig, run_dir: Path) -> Path:
-    key = digest({"baseline": cfg.baseline_key(), "lr": cfg.finetune.lr,
-                  "settings": cfg.space.settings_for(LossAware.name).model_dump(),
-                  "policies": [str(p) for p in largest_policies(cfg)], "latency": cfg.latency.table})
-    return Path(run_dir) / "baseline" / f"loss-aware-paths-{key}.json"
+    key = digest({"baseline": cfg.baseline_key(), "lr": cfg.finetune.lr, "latency": cfg.latency.table, "by": {
+        a.name: {"settings": cfg.space.settings_for(a.name).model_dump(),
+                 "policies": [str(p) for p in largest_policies(cfg, a)]} for a in path_allocators(cfg)}})
+    return Path(run_dir) / "baseline" / f"allocation-paths-{key}.json"
 
 
 def cached_paths(cfg: SearchConfig, run_dir: Path) -> Paths | None:
     path = _path(cfg, run_dir)
     if not path.is_file():
         return None
-    return {key: GreedyPath.from_dict(value) for key, value in json.loads(path.read_text()).items()}
+    return {name: {key: ALLOCATORS[name].read_path(value) for key, value in paths.items()}
+            for name, paths in json.loads(path.read_text()).items()}
 
 
 def save_paths(cfg: SearchConfig, paths: Paths, run_dir: Path) -> Path:
     path = _path(cfg, run_dir)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({key: value.to_dict() for key, value in paths.items()}))
+        tmp.write_text(json.dumps({name: {key: value.to_dict() for key, value in by_key.items()}
+                                   for name, by_key in paths.items()}))
     return path
 
 
@@ -73,21 +78,21 @@ def compute_paths(cfg: SearchConfig, baseline: Baseline, latency_table: dict[str
     device = device or default_device()
     use_threads(cfg)
     ctx = trial_context(cfg, baseline, latency_table)
-    allocator, settings = LossAware(), cfg.space.settings()
-    paths: Paths = {}
-    policies = largest_policies(cfg)
-    for i, policy in enumerate(policies):
+    settings, paths = cfg.space.settings(), {}
+    measured = [(a, p) for a in path_allocators(cfg) for p in largest_policies(cfg, a)]
+    for i, (allocator, policy) in enumerate(measured):
         probe = loss_probe_factory(ctx.model, ctx.data, cfg.finetune.lr, device, seed=policy.seed)
         problem = ctx.planner.problem(policy, settings=settings, probe=probe)
         goal = problem.goal(policy)
-        stage = "loss-aware path" + (f" {i + 1}/{len(policies)}" if len(policies) > 1 else "")
+        stage = f"{allocator.name.replace('_', '-')} path" + (f" {i + 1}/{len(measured)}" if len(measured) > 1 else "")
         unit = f"percent of {goal.metric} removed"
         total = round(100 * goal.reduction)
         on_step = (lambda done: report(  # noqa: E731
             {"stage": stage, "unit": unit, "done": min(round(100 * done), total), "total": total})) if report else None
         if on_step:
             on_step(0.0)
-        paths[path_key(policy, problem)] = allocator.path(policy, problem, goal.reduction, on_step)
+        key = allocator.path_key(policy, problem)
+        paths.setdefault(allocator.name, {})[key] = allocator.path(policy, problem, goal.reduction, on_step)
         if report:
             report({"stage": stage, "unit": unit, "done": total, "total": total})
     return paths

@@ -86,7 +86,7 @@ def trial_context(cfg: SearchConfig, baseline: Baseline, latency_table: dict[str
 def allocate(ctx: TrialContext, policy: Policy, cfg: SearchConfig, device: torch.device,
              profile: SensitivityProfile | None = None, loss_paths: dict[str, Any] | None = None) -> Plan:
     """The policy's plan on the baseline, with whatever its allocator measures (profile, losses) or reads
-    (the run's loss-aware paths)."""
+    (the run's allocation paths)."""
     return ctx.planner.plan(
         policy, settings=cfg.space.settings(), profile=profile, paths=loss_paths,
         probe=loss_probe_factory(ctx.model, ctx.data, cfg.finetune.lr, device, seed=policy.seed),

@@ -23,6 +23,9 @@ class Needs(str, enum.Enum):
     STRUCTURE = "structure"  # the model's shapes: planned on the driver
     SENSITIVITY = "sensitivity"  # the trained baseline's sensitivity profile, measured once per run
     TRAINING = "training"  # the baseline and training data: inside the trial
+    # the baseline and training data along one path per run, measured before the first trial (Allocator.path),
+    # whose prefixes the trials read: the allocation at a budget is where the path to a larger one passes it
+    PATH = "path"
 
 
 class Settings(BaseModel):
@@ -56,7 +59,7 @@ class Problem:
     settings: dict[str, Settings] = field(default_factory=dict)  # per allocator name
     profile: Any = None  # a SensitivityProfile of the baseline, where measured
     probe: Callable[[Settings], LossProbe] | None = None  # builds a loss probe on the baseline and data
-    paths: dict[str, Any] | None = None  # greedy paths measured once per run, by key (loss_aware.path_key)
+    paths: dict[str, dict[str, Any]] | None = None  # paths measured once per run: allocator -> path_key -> path
 
     def goal(self, policy: Policy) -> Goal:
         return goal_of(policy, self.space)
@@ -113,6 +116,21 @@ class Allocator:
         return allocation
 
     def rates(self, policy: Policy, problem: Problem) -> Allocation | np.ndarray:
+        raise NotImplementedError
+
+    # An allocator that needs Needs.PATH implements these three: the search measures the path once per run
+    # (trial.loss_path), and ``rates`` reads the prefix its policy needs from ``problem.paths[name]``.
+    def path(self, policy: Policy, problem: Problem, until: float, report: Callable[[float], None] | None = None
+             ) -> Any:
+        """The allocation's steps until ``until`` of the policy's cost is removed (a JSON-able ``to_dict()``)."""
+        raise NotImplementedError
+
+    def path_key(self, policy: Policy, problem: Problem) -> str:
+        """What the path depends on besides the baseline: one path serves every budget that shares it."""
+        raise NotImplementedError
+
+    def read_path(self, data: dict[str, Any]) -> Any:
+        """A path from its ``to_dict()``."""
         raise NotImplementedError
 
 

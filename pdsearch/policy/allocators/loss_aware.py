@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pdsearch.errors import PdsearchError
-from pdsearch.policy.allocators.base import ALLOCATORS, Allocation, Allocator, Needs, Problem, Settings, register
+from pdsearch.policy.allocators.base import Allocation, Allocator, Needs, Problem, Settings, register
 from pdsearch.policy.criteria import check_criterion
 from pdsearch.policy.solve import refine
 
@@ -68,13 +68,13 @@ def most_removable(channels: int, channel_groups: int, max_rate: float) -> int:
 @register
 class LossAware(Allocator):
     name = "loss_aware"
-    needs = Needs.TRAINING
+    needs = Needs.PATH
     chooses_criteria = True
     settings = LossAwareSettings
 
     def rates(self, policy: Policy, problem: Problem) -> Allocation:
         goal = problem.goal(policy)
-        path = (problem.paths or {}).get(path_key(policy, problem))
+        path = (problem.paths or {}).get(self.name, {}).get(self.path_key(policy, problem))
         if path is None or not path.reaches(goal.reduction):
             path = self.path(policy, problem, goal.reduction)
         removed, chosen, reached = path.at(goal.reduction, len(problem.channels))
@@ -102,6 +102,14 @@ class LossAware(Allocator):
             if step.reduction >= until - TOLERANCE:
                 return GreedyPath(steps, exhausted=False)
         return GreedyPath(steps, exhausted=True)
+
+    def path_key(self, policy: Policy, problem: Problem) -> str:
+        settings = self.settings_of(problem)
+        return json.dumps({"metric": problem.goal(policy).metric, "max_rate": policy.max_rate,
+                           "round_to": policy.round_to, "seed": policy.seed, **settings.model_dump()}, sort_keys=True)
+
+    def read_path(self, data: dict[str, Any]) -> GreedyPath:
+        return GreedyPath.from_dict(data)
 
     def _greedy(self, policy: Policy, problem: Problem) -> Iterator[Step]:
         settings: LossAwareSettings = self.settings_of(problem)
@@ -209,9 +217,3 @@ class GreedyPath:
     def from_dict(cls, data: dict[str, Any]) -> "GreedyPath":
         return cls([Step(int(g), str(c), int(n), float(r)) for g, c, n, r in data["steps"]], bool(data["exhausted"]))
 
-
-def path_key(policy: Policy, problem: Problem) -> str:
-    """What the greedy's steps depend on besides the baseline: one path serves every budget that shares it."""
-    settings = ALLOCATORS["loss_aware"].settings_of(problem)
-    return json.dumps({"metric": problem.goal(policy).metric, "max_rate": policy.max_rate,
-                       "round_to": policy.round_to, "seed": policy.seed, **settings.model_dump()}, sort_keys=True)
