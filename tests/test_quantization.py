@@ -14,6 +14,7 @@ from pdsearch.config import QuantizationConfig
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.cost.quantize import quantize_int8
 from pdsearch.models import build_model
+from pdsearch.reporting.document import report
 from pdsearch.space import SearchSpace
 from pdsearch.trial.baseline import model_and_data
 from pdsearch.trial.quantized import deployed_model, onnx_accuracy
@@ -130,6 +131,10 @@ def test_a_search_over_fp32_and_int8_records_both_and_exports_the_int8_pick_as_i
     assert set(trials["precision"]) == {"fp32", "int8"} and len(int8)
     assert np.allclose(int8["quantization_drop"], int8["accuracy_fp32"] - int8["accuracy"])
     assert trials.loc[trials["precision"] == "fp32", "quantization_drop"].isna().all()
+
+    rep = report(run)
+    assert {"precision_fronts.png", "quantization_drop.png"} <= set(rep.plots)
+    assert "## Precision: the front as it ships" in rep.markdown.read_text()
 
     out = tmp_path / "m.onnx"
     assert main(["select", str(run), "--precision", "int8", "--export", str(out)]) == 0

@@ -44,7 +44,11 @@ PLOTS = {
     "rate_profiles.png": "Per-layer pruning rates of the Pareto policies",
     SENSITIVITY_PNG: "Sensitivity profile of the baseline (each group pruned alone)",
     "screening.png": "Screening accuracy (BatchNorm re-estimated) vs accuracy after fine-tuning",
+    "precision_fronts.png": "Accuracy as deployed, each precision's policies and front side by side",
+    "quantization_drop.png": "Accuracy lost to INT8 against the pruning rate",
+    "quantized_latency.png": "INT8 against FP32 latency of each INT8 policy",
 }
+PRECISION_PLOTS = ("precision_fronts.png", "quantization_drop.png", "quantized_latency.png")
 Section = tuple[str, Union[str, pd.DataFrame, list[str]]]  # title, then text, a table or plot names
 
 
@@ -88,6 +92,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     if predicted is not None:
         figures[PREDICTED_PNG] = mpl.gap_plot(run, front, predicted)
         interactive_figures[PREDICTED_PNG] = interactive.gap_plot(run, front, predicted)
+    figures.update(_precision_figures(run))
     screening = screening_correlation(done)
     if screening:
         figures["screening.png"] = mpl.screening(run, screening)
@@ -105,11 +110,13 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
         tables["failed"] = run.failed[["trial_id", "gpr", "pd", "criterion", "status", "failure_reason"]]
     sections: list[Section] = [
         ("Summary", _summary(run, front, hv)),
-        ("Trade-off", [name for name in plots if name not in (SENSITIVITY_PNG, "screening.png")]),
+        ("Trade-off", [name for name in plots if name not in (SENSITIVITY_PNG, "screening.png", *PRECISION_PLOTS)]),
         (f"Pareto front ({len(front)} policies)", tables["front"]),
         (f"Best policy per PD at each {amount_label(run)} (validation accuracy %, FLOPs reduction %)", tables["best_per_pd"]),
         ("Baseline", tables["baseline"]),
     ]
+    if any(name in plots for name in PRECISION_PLOTS):
+        sections.append(("Precision: the front as it ships", [name for name in PRECISION_PLOTS if name in plots]))
     if screening:
         sections.append(("How well the screening ranks the fine-tuned accuracy", screening_text(screening)))
         sections.append(("Screening", ["screening.png"]))
@@ -123,6 +130,18 @@ def report(run_dir: str | Path, out: str | Path | None = None, source: str = "au
     divs = {name: interactive.div(fig, f"plot-{Path(name).stem}") for name, fig in interactive_figures.items()}
     page.write_text(_html(title, sections, plots, divs))
     return Report(page, markdown, plots, hv, front, tables, run.note)
+
+
+def _precision_figures(run: Run) -> dict:
+    """Where the space ships in a quantized precision: the fronts side by side, the quantization drop, and INT8
+    against FP32 latency where it was timed."""
+    done = run.completed
+    if "quantization_drop" not in done.columns or not done["quantization_drop"].notna().any():
+        return {}
+    found = {"precision_fronts.png": mpl.precision_fronts(run), "quantization_drop.png": mpl.quantization_drop(run)}
+    if "quantization_speedup" in done.columns and done["quantization_speedup"].notna().any():
+        found["quantized_latency.png"] = mpl.quantized_latency(run)
+    return found
 
 
 def _summary(run: Run, front: pd.DataFrame, hv: float) -> str:

@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 
 from pdsearch.reporting.tables import amount_label, best_per_gpr_and_pd
 from pdsearch.reporting.tradeoff import MeasuredGap, cost_axis, envelope
-from pdsearch.run.directory import Run
+from pdsearch.run.directory import Run, shipped_precision
 
 MAX_PROFILES = 10  # rate profiles drawn (evenly spaced along the front)
 
@@ -152,4 +152,68 @@ def rate_profiles(run: Run, front: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     if len(picks):  # beside the plot: inside, it sits on the curves
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    return fig
+
+
+def precision_fronts(run: Run) -> Figure:
+    """Each precision's trials and its own front, side by side on one latency axis (the FP32 baseline's: what
+    quantization and pruning buy together), or on FLOPs where latency was not measured."""
+    done, precisions = run.completed, run.cfg.space.precision
+    shipped = shipped_precision(done)
+    timed = "latency_ratio" in done.columns and done["latency_ratio"].notna().any()
+    fig = Figure(figsize=(5.5 * len(precisions), 4.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(precisions), sharey=True))
+    for ax, precision in zip(axes, precisions):
+        mine = done[shipped == precision]
+        front = run.in_precision(precision).front()
+        if timed:
+            to_fp32 = mine.get("latency_ratio_vs_fp32", mine["latency_ratio"]).fillna(mine["latency_ratio"])
+            x, label = to_fp32.astype(float), "latency (× the FP32 baseline's)"
+        else:
+            x, label = mine["flops_reduction_pct"].astype(float), "FLOPs reduction (%)"
+        colours, key = _colouring(mine) if len(mine) else ([], [])
+        ax.scatter(x, mine["accuracy"], c=colours, s=24, alpha=0.45)
+        on = mine.index.isin(front.index)
+        ax.scatter(x[on], mine["accuracy"][on], facecolors="none", edgecolors="black", s=80, linewidths=1.0)
+        ax.set(xlabel=label, title=f"{precision}: {len(mine)} policies, {len(front)} on its front")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation accuracy as deployed (%)")
+    fig.suptitle(f"{run.cfg.name}: the front in each precision")
+    return fig
+
+
+def quantization_drop(run: Run) -> Figure:
+    """What quantization costs each INT8 policy (FP32 − INT8 validation accuracy) against how much it prunes."""
+    done = run.completed
+    quantized = done[shipped_precision(done) != "fp32"]
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours, key = _colouring(quantized)
+    ax.scatter(quantized["gpr"].astype(float), quantized["quantization_drop"].astype(float), c=colours, s=30)
+    ax.axhline(0, color="grey", ls=":", lw=1)
+    ax.set(xlabel="pruning rate (GPR, or a budget's homogeneous equivalent, %)",
+           ylabel="quantization drop (FP32 − INT8 val accuracy, points)",
+           title=f"{run.cfg.name}: accuracy lost to INT8 against the pruning rate")
+    ax.grid(alpha=0.3)
+    _legend_or_bar(fig, ax, key, [])
+    return fig
+
+
+def quantized_latency(run: Run) -> Figure:
+    """Each INT8 policy's latency against the same pruned model's in FP32, timed side by side: the speed-up
+    quantization gives is not a constant, so it reorders the policies."""
+    done = run.completed
+    quantized = done[(shipped_precision(done) != "fp32") & done["quantization_speedup"].notna()]
+    fig = Figure(figsize=(7, 4.8), layout="constrained")
+    ax = fig.subplots()
+    colours, key = _colouring(quantized)
+    base = quantized["baseline_latency_ms_vs_fp32"].astype(float)
+    ax.scatter(quantized["latency_fp32_ms"].astype(float) / base, quantized["latency_ms"].astype(float) / base,
+               c=colours, s=30)
+    top = float(max((quantized["latency_fp32_ms"].astype(float) / base).max(), 1.0))
+    ax.plot([0, top], [0, top], color="grey", ls=":", lw=1)
+    ax.set(xlabel="FP32 latency (× the FP32 baseline's)", ylabel="INT8 latency (× the FP32 baseline's)",
+           title=f"{run.cfg.name}: INT8 against FP32 latency per policy")
+    ax.grid(alpha=0.3)
+    _legend_or_bar(fig, ax, key, [Line2D([], [], color="grey", ls=":", label="no speed-up")])
     return fig

@@ -160,12 +160,17 @@ class Run:
             raise PdsearchError(f"{self.run_dir} searched precision {', '.join(searched)}, not {precision!r}")
         if not len(self.trials):
             return self
-        shipped = self.trials["precision"] if "precision" in self.trials.columns else pd.Series("fp32", self.trials.index)
-        return dataclasses.replace(self, trials=self.trials[shipped.fillna("fp32").replace("", "fp32") == precision])
+        return dataclasses.replace(self, trials=self.trials[shipped_precision(self.trials) == precision])
 
     def front(self, constraints: Constraints | None = None) -> pd.DataFrame:
         """The Pareto front of the completed trials that meet ``constraints`` (default: the search's)."""
         return pareto_front(self.completed, self.cfg.search.objectives, constraints or self.cfg.search.constraints)
+
+
+def shipped_precision(trials: pd.DataFrame) -> pd.Series:
+    """Each trial's precision (runs from before precisions shipped in FP32)."""
+    column = trials["precision"] if "precision" in trials.columns else pd.Series("fp32", index=trials.index)
+    return column.fillna("fp32").replace("", "fp32")
 
 
 def read_setup(run_dir: str | Path) -> tuple[Path, SearchConfig, dict[str, Any]]:
