@@ -164,7 +164,8 @@ def _print_front(result) -> None:
         print("Pareto front: empty (no completed trial meets the constraints)")
     run = result.run_dir
     print(f"\nwritten to {run}: {', '.join(result.written)}")
-    print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.pt2")
+    quantized = "precision" in trials.columns and (trials["precision"].fillna("fp32") != "fp32").any()
+    print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.{'onnx' if quantized else 'pt2'}")
 
 
 def _print_front_table(front) -> None:

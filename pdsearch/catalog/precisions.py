@@ -17,7 +17,9 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.errors import PdsearchError
+from pdsearch.registry import unknown
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ PRECISIONS: dict[str, Precision] = {
     "int8": Precision("int8", "INT8", {"onnxruntime": "pdsearch.cost.quantize:int8_session"},
                       deploy="pdsearch.cost.quantize:quantize_int8", requires="onnxruntime", extra="onnx"),
 }
+
+
+def check_target(runtime: str, precision: str) -> None:
+    """A runtime and a precision that are registered, installed, and run one another."""
+    if runtime not in RUNTIMES:
+        raise PdsearchError(unknown("latency runtime", runtime, RUNTIMES))
+    if precision not in PRECISIONS:
+        raise PdsearchError(unknown("precision", precision, PRECISIONS))
+    RUNTIMES[runtime].check_installed()
+    PRECISIONS[precision].check_installed()
+    PRECISIONS[precision].check_runtime(runtime)
 
 
 @dataclass(frozen=True)

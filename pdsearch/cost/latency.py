@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pdsearch.catalog.precisions import PRECISIONS
+from pdsearch.catalog.precisions import PRECISIONS, check_target
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.errors import PdsearchError
 from pdsearch.files import native_output_silenced
@@ -109,10 +109,8 @@ def onnxruntime_session(model: nn.Module | bytes, batch: torch.Tensor, threads: 
 def session(runtime: str, model: nn.Module, batch: torch.Tensor, threads: int | None = None,
             precision: str = "fp32") -> Session:
     """``model`` prepared to run ``batch`` on ``runtime`` in ``precision`` (catalog.precisions)."""
+    check_target(runtime, precision)
     spec, deployed = RUNTIMES[runtime], PRECISIONS[precision]
-    spec.check_installed()
-    deployed.check_installed()
-    deployed.check_runtime(runtime)
     return resolve(spec.session if deployed.sessions is None else deployed.sessions[runtime])(model, batch, threads)
 
 

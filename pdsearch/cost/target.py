@@ -12,14 +12,12 @@ from typing import Any, Callable
 
 from torch import nn
 
-from pdsearch.catalog.precisions import PRECISIONS
-from pdsearch.catalog.runtimes import RUNTIMES
+from pdsearch.catalog.precisions import check_target
 from pdsearch.cost.latency_table import LatencyTable
 from pdsearch.cost.table_build import Progress, build_table
 from pdsearch.errors import PdsearchError
 from pdsearch.files import writable
 from pdsearch.models import accepts_in_channels, build_model
-from pdsearch.registry import unknown
 
 
 def latency_table(
@@ -67,13 +65,7 @@ def latency_table(
         if model is None or input_size is None:
             raise PdsearchError("latency-table needs --config, or --model and --input-size")
     runtime, batch_size, precision = runtime or "onnxruntime", batch_size or 1, precision or "fp32"
-    if runtime not in RUNTIMES:
-        raise PdsearchError(unknown("latency runtime", runtime, RUNTIMES))
-    if precision not in PRECISIONS:
-        raise PdsearchError(unknown("precision", precision, PRECISIONS))
-    RUNTIMES[runtime].check_installed()
-    PRECISIONS[precision].check_installed()
-    PRECISIONS[precision].check_runtime(runtime)
+    check_target(runtime, precision)
     if input_size <= 0 or batch_size <= 0 or points < 2 or (threads is not None and threads <= 0):
         raise PdsearchError("input size, batch size and threads must be positive, points at least 2")
     writable(Path(out))  # before minutes of measurement, not after
