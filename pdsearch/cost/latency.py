@@ -91,8 +91,8 @@ def onnx_providers(device: torch.device) -> list[str]:
     return [p for p in wanted if p in available] + ["CPUExecutionProvider"]
 
 
-def onnxruntime_session(model: nn.Module | bytes, batch: torch.Tensor, threads: int | None = None) -> Session:
-    """The model exported to ONNX (or ONNX bytes), in an ONNX Runtime session with all graph optimisations."""
+def ort_session(onnx_model: bytes, threads: int | None = None, device: torch.device = torch.device("cpu")):
+    """An ONNX Runtime InferenceSession with all graph optimisations, quiet, on ``threads`` intra-op threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -100,8 +100,13 @@ def onnxruntime_session(model: nn.Module | bytes, batch: torch.Tensor, threads: 
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(onnx_model, options, providers=onnx_providers(device))
+
+
+def onnxruntime_session(model: nn.Module | bytes, batch: torch.Tensor, threads: int | None = None) -> Session:
+    """The model exported to ONNX (or ONNX bytes), in an ONNX Runtime session with all graph optimisations."""
     onnx_model = model if isinstance(model, bytes) else export_onnx(model, batch)
-    session = ort.InferenceSession(onnx_model, options, providers=onnx_providers(batch.device))
+    session = ort_session(onnx_model, threads, batch.device)
     feed = {session.get_inputs()[0].name: batch.detach().cpu().numpy()}
     return lambda: session.run(None, feed)
 

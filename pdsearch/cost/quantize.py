@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pdsearch.catalog.precisions import RECIPES, Recipe
-from pdsearch.cost.latency import ONNX_OPSET, Session, export_onnx, onnxruntime_session
+from pdsearch.cost.latency import ONNX_OPSET, Session, export_onnx, onnxruntime_session, ort_session
 from pdsearch.errors import PdsearchError
 from pdsearch.files import native_output_silenced
 
@@ -86,13 +86,7 @@ def int8_session(model: nn.Module | bytes, batch: torch.Tensor, threads: int | N
 
 def onnx_logits(model: bytes, batches: Iterable[torch.Tensor], threads: int | None = None) -> Iterator[np.ndarray]:
     """The ONNX model's outputs on each batch, on ONNX Runtime's CPU provider."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort_session(model, threads)
     name = session.get_inputs()[0].name
     for batch in batches:
         yield session.run(None, {name: batch.detach().cpu().float().numpy()})[0]

@@ -79,7 +79,8 @@ def export_model(run: Run, policy: Policy, plan: Plan, row: pd.Series, export: E
     try:
         ctx = trial_context(cfg, baseline)
         pruned = prune_baseline(ctx, np.array(plan.rates), policy, plan.criteria)
-        measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device, precision=policy.precision)
+        # in FP32: a quantized policy's accuracy is measured on the file save_deployed writes, once
+        measured = finetune_and_measure(ctx, pruned, cfg, policy.seed, device)
     finally:
         torch.set_num_threads(threads)
     model = pruned.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()

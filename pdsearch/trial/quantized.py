@@ -34,10 +34,10 @@ def calibration_batches(data: DataBundle, count: int) -> list[torch.Tensor]:
 
 def onnx_accuracy(model: bytes, data: DataBundle, split: str, threads: int | None = None) -> float:
     """Top-1 accuracy in percent of an ONNX model in ONNX Runtime, batch by batch."""
-    labels = [y for _, y in data.batches(split, CPU)]
-    logits = onnx_logits(model, (x for x, _ in data.batches(split, CPU)), threads)
-    correct = sum(int((np.argmax(out, 1) == y.numpy()).sum()) for out, y in zip(logits, labels))
-    return 100.0 * correct / max(sum(len(y) for y in labels), 1)
+    batches = list(data.batches(split, CPU))
+    logits = onnx_logits(model, (x for x, _ in batches), threads)
+    correct = sum(int((np.argmax(out, 1) == y.numpy()).sum()) for out, (_, y) in zip(logits, batches))
+    return 100.0 * correct / max(sum(len(y) for _, y in batches), 1)
 
 
 def deployed_model(model: nn.Module, example: torch.Tensor, data: DataBundle, precision: str,
