@@ -152,7 +152,7 @@ def _grid_amount(args: argparse.Namespace) -> dict:
 
 
 def _print_front(result) -> None:
-    from pdsearch.run.directory import status_counts
+    from pdsearch.run.directory import shipped_precision, status_counts
 
     base, trials, front = result.baseline, result.trials, result.front
     print(f"\nbaseline: val {base['val_accuracy']:.2f}%  test {base['test_accuracy']:.2f}%")
@@ -164,7 +164,7 @@ def _print_front(result) -> None:
         print("Pareto front: empty (no completed trial meets the constraints)")
     run = result.run_dir
     print(f"\nwritten to {run}: {', '.join(result.written)}")
-    quantized = "precision" in trials.columns and (trials["precision"].fillna("fp32") != "fp32").any()
+    quantized = len(trials) and (shipped_precision(trials) != "fp32").any()
     print(f"next: pdsearch report {run}   |   pdsearch select {run} --export pruned.{'onnx' if quantized else 'pt2'}")
 
 
