@@ -9,7 +9,8 @@ import pandas as pd
 from torch import nn
 
 from pdsearch.cost import CostModel
-from pdsearch.cost.latency_table import LatencyTable, kept_channels, layer_shapes
+from pdsearch.cost.latency_table import LatencyTable, kept_channels
+from pdsearch.cost.layer_shapes import layer_shapes
 from pdsearch.errors import PdsearchError
 from pdsearch.models import build_model
 from pdsearch.policy import Allocation, CostSpace, Needs, Policy, Problem, goal_of

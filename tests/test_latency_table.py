@@ -10,7 +10,8 @@ import torch
 
 from pdsearch.cli import main
 from pdsearch.cost.latency import compare, export_onnx, onnxruntime_session, torch_session
-from pdsearch.cost.latency_table import LatencyTable, LayerTable, layer_shapes, structure_digest
+from pdsearch.cost.latency_table import LatencyTable, LayerTable
+from pdsearch.cost.layer_shapes import layer_shapes, structure_digest
 from pdsearch.cost.table_build import ANCHORS, IRREGULAR_ANCHORS, anchor_rates, axis_samples, build_table
 from pdsearch.errors import PdsearchError
 from pdsearch.planning import Planner

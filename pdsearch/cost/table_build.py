@@ -14,7 +14,8 @@ from torch import nn
 
 from pdsearch.catalog.runtimes import RUNTIMES
 from pdsearch.cost.latency import compare_sessions, session, time_session, torch_threads
-from pdsearch.cost.latency_table import STEP, LatencyTable, LayerShape, LayerTable, layer_shapes, table_key
+from pdsearch.cost.latency_table import STEP, LatencyTable, LayerTable, table_key
+from pdsearch.cost.layer_shapes import LayerShape, layer_shapes
 from pdsearch.pruning import analyze, prune
 
 Progress = Callable[[str, int, int], None]  # (stage, measured, total): layer samples, then the whole-model anchors
