@@ -15,8 +15,8 @@ drop: on digits (16×16), for each model a 15-epoch baseline, then one trial per
 (30/50/70/85) and PD (PD1, PD3, sensitivity) in INT8, as the search runs it: FP32 and INT8
 validation accuracy and the quantization drop (points).
 
-multiples: the channel counts INT8 and FP32 convolutions favour (a 3×3 conv pair, and a
-depthwise 3×3, at 56×56, C channels), per channel² and per channel.
+multiples: the channel counts INT8 and FP32 convolutions favour (a 3×3 conv pair at 48-80
+channels, and a depthwise 3×3 at 80-144, at 56×56), per channel² and per channel.
 """
 import argparse
 import copy
@@ -108,8 +108,8 @@ def drop_part(models: list[str]) -> None:
 
 def multiples_part(threads: int) -> None:
     with torch_threads(threads):
-        for kind in ("conv", "depthwise"):
-            for c in range(48, 81):
+        for kind, counts in (("conv", range(48, 81)), ("depthwise", range(80, 145, 4))):
+            for c in counts:
                 if kind == "conv":
                     m = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1))
                 else:

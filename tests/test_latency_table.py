@@ -10,7 +10,7 @@ import torch
 
 from pdsearch.cli import main
 from pdsearch.cost.latency import compare, export_onnx, onnxruntime_session, torch_session
-from pdsearch.cost.latency_table import LatencyTable, LayerTable
+from pdsearch.cost.latency_table import LatencyTable, LayerTable, kept_channels
 from pdsearch.cost.layer_shapes import layer_shapes, structure_digest
 from pdsearch.cost.table_build import ANCHORS, IRREGULAR_ANCHORS, anchor_rates, axis_samples, build_table
 from pdsearch.errors import PdsearchError
@@ -27,7 +27,7 @@ def synthetic(planner: Planner, block: int = 8, scale: float = 1.0, reorder_ms: 
     tables = {}
     for s in shapes.values():
         ins = [0] if s.depthwise else axis_samples(s.in_channels, 4)[0]
-        outs = axis_samples(s.out_channels, 4)[0]
+        outs = [s.out_channels] if s.kind == "se" else axis_samples(s.out_channels, 4)[0]
         cost = (lambda i, o, s=s: o * s.height * s.width * 1e-4) if s.depthwise else \
             (lambda i, o, s=s: i * o * s.height * s.width * 1e-6)
         tables[s.key] = LayerTable(s, {"aligned": {"ins": ins, "outs": outs, "ms": [[cost(i, o) for o in outs]
@@ -45,6 +45,25 @@ def test_axis_samples_step_by_eight_one_short_of_it_and_keep_conv_groups():
     assert aligned == [8, 10] and off == []
     aligned, off = axis_samples(96, 4, multiple=3)  # a grouped conv keeps its groups
     assert all(c % 3 == 0 for c in aligned + off) and aligned[-1] == 96
+
+
+def test_int8_depthwise_layers_are_sampled_and_read_on_their_own_kernels_multiple(planners, tmp_path):
+    from pdsearch.catalog.runtimes import RUNTIMES
+    from pdsearch.cost.layer_shapes import LayerShape
+    from pdsearch.cost.table_build import _grid_points
+
+    ort = RUNTIMES["onnxruntime"]
+    assert ort.multiple("int8", depthwise=True) == 16 and ort.multiple("int8") == 8 and ort.multiple("fp32", True) == 4
+    depthwise = LayerShape("conv", 144, 144, (3, 3), (1, 1), (1, 1), (1, 1), 144, 56, 56)
+    grids = _grid_points(depthwise, 6, 16)
+    assert all(c % 16 == 0 or c == 144 for c in grids["aligned"][1]) and all(c % 16 == 15 for c in grids["off"][1])
+    table = synthetic(planners("mobilenet_v2", 32))
+    for t in table.tables.values():
+        t.block = 16 if t.shape.depthwise else 8
+    loaded = LatencyTable.load(table.save(tmp_path / "t.json"))
+    dw = next(t for t in loaded.tables.values() if t.shape.depthwise)
+    assert dw.block == 16 and not dw.aligned(104, 104) and dw.aligned(96, 96)
+    assert {t.block for t in loaded.tables.values() if not t.shape.depthwise} == {8}
 
 
 def test_a_table_reads_kept_channels_and_its_calibration_recovers_scale_and_reorder_cost(planners):
@@ -98,6 +117,27 @@ def test_built_on_this_machine_a_table_measures_every_layer_shape_and_its_anchor
     assert len(table.anchors) == len(ANCHORS) + IRREGULAR_ANCHORS and all(0 < a["ratio"] < 2 for a in table.anchors)
     assert table.baseline_ms > 0 and table.scale > 0 and table.reorder_ms >= 0
     assert all(np.all(np.array(g["ms"]) > 0) for t in table.tables.values() for g in t.grids.values())
+
+
+def test_squeeze_excitation_is_one_shape_and_each_conv_is_timed_with_the_activation_after_it(planners):
+    planner = planners("mobilenet_v3_small", 64)
+    shapes = layer_shapes(planner.structure.model, planner.structure.example_input)
+    se = {n: s for n, s in shapes.items() if s.kind == "se"}
+    assert len(se) == 9 and all(n.endswith(".fc1") and n[:-1] + "2" not in shapes for n in se)
+    first = shapes["features.1.block.1.fc1"]  # after a 16-channel depthwise conv of stride 2
+    assert (first.in_channels, first.out_channels, first.height, first.gate) == (16, 8, 16, "hardsigmoid")
+    assert {s.activation for n, s in shapes.items() if s.kind == "conv"} == {"hardswish", "relu"}
+    module = first.module(12, 8).eval()  # the unit alone keeps its input's shape: a product with it
+    assert module(first.example(12, 2)).shape == (2, 12, 16, 16)
+    # a block of two convs that keeps its input's shape is no squeeze-excitation; ReLU-like activations stay ReLU
+    assert all(s.kind != "se" and s.activation == "relu" for s in layer_shapes(
+        planners("resnet20", 32).structure.model, planners("resnet20", 32).structure.example_input).values())
+    # pruned with the depthwise conv before it, the unit's channels follow that conv's
+    table = synthetic(planner)
+    pruned = planner.pruned_channels([0.5] * len(planner.groups), 8)
+    kept = kept_channels(planner.cost_model, table, pruned)
+    assert kept["features.4.block.2.fc1"][0] == kept["features.4.block.1.0"][1] < 96
+    assert planner.latency_predictor(table)(pruned) < table.baseline_ms
 
 
 def test_the_anchors_are_homogeneous_rates_then_irregular_ones_on_and_off_the_channel_step():

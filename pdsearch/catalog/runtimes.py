@@ -24,10 +24,13 @@ class Runtime:
     channel_multiple: int = 8
     # the same for a quantized precision's kernels, where they favour another multiple
     channel_multiples: Mapping[str, int] = field(default_factory=dict)
+    # and for its depthwise kernels, where they favour another again
+    depthwise_multiples: Mapping[str, int] = field(default_factory=dict)
 
-    def multiple(self, precision: str = "fp32") -> int:
-        """The channel multiple this runtime's kernels favour in ``precision``."""
-        return self.channel_multiples.get(precision, self.channel_multiple)
+    def multiple(self, precision: str = "fp32", depthwise: bool = False) -> int:
+        """The channel multiple this runtime's kernels (its depthwise ones) favour in ``precision``."""
+        general = self.channel_multiples.get(precision, self.channel_multiple)
+        return self.depthwise_multiples.get(precision, general) if depthwise else general
 
     def check_installed(self) -> None:
         if self.requires and importlib.util.find_spec(self.requires) is None:
@@ -38,7 +41,10 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime("torch", "pdsearch.cost.latency:torch_session"),  # eager PyTorch, what trials train in
     # INT8 (QDQ, u8s8 on AVX-512 VNNI): per channel², 48/56/64/72 channels were the fastest counts of 48-72,
-    # 52/60/68 next, the rest 1.5-2x slower (benchmarks/quantization.py --multiples)
+    # 52/60/68 next, the rest 1.5-2x slower; its depthwise 3x3 conv is fast on multiples of 16 only (80-144
+    # channels: 0.67-0.92 of 144's time there, 1.2-3.7 on the other multiples of 8 and 1.0-1.7 off them)
+    # (benchmarks/quantization.py --part multiples)
     "onnxruntime": Runtime("onnxruntime", "pdsearch.cost.latency:onnxruntime_session", requires="onnxruntime",
-                           extra="onnx", channel_multiple=4, channel_multiples={"int8": 8}),
+                           extra="onnx", channel_multiple=4, channel_multiples={"int8": 8},
+                           depthwise_multiples={"int8": 16}),
 }

@@ -50,9 +50,11 @@ class LayerTable:
 
     shape: LayerShape
     grids: dict[str, dict[str, list]]  # "aligned" / "off": {"ins": [...], "outs": [...], "ms": [[...]]}
-    block: int  # the runtime's channel multiple (runtimes.Runtime.channel_multiple)
+    block: int  # the channel multiple this layer's kernels favour on the runtime (runtimes.Runtime.multiple)
 
     def aligned(self, cin: float, cout: float) -> bool:
+        if self.shape.kind == "se":  # its squeezed channels are 1x1: no layout to leave
+            return round(cin) % self.block == 0
         return round(cin) % self.block == 0 and round(cout) % self.block == 0
 
     def __call__(self, cin: float, cout: float) -> float:
@@ -138,7 +140,8 @@ class LatencyTable:
         return {"version": VERSION, "key": self.key, "baseline_ms": self.baseline_ms, "block": self.block,
                 "scale": self.scale, "reorder_ms": self.reorder_ms, "seconds": self.seconds, "anchors": self.anchors,
                 "layers": self.layers,
-                "tables": {k: {"shape": dataclasses.asdict(t.shape), "grids": t.grids} for k, t in self.tables.items()}}
+                "tables": {k: {"shape": dataclasses.asdict(t.shape), "grids": t.grids, "block": t.block}
+                           for k, t in self.tables.items()}}
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -152,7 +155,7 @@ class LatencyTable:
             raise ValueError(f"version {data.get('version')!r}, this pdsearch reads {VERSION}")
         block = int(data["block"])
         tables = {k: LayerTable(LayerShape(**{f: tuple(v) if isinstance(v, list) else v for f, v in t["shape"].items()}),
-                                t["grids"], block) for k, t in data["tables"].items()}
+                                t["grids"], int(t.get("block", block))) for k, t in data["tables"].items()}
         key = {"precision": "fp32", **data["key"]}  # tables from before precisions were FP32
         return cls(key, data["layers"], tables, float(data["baseline_ms"]), block, float(data["scale"]),
                    float(data["reorder_ms"]), float(data.get("seconds", 0.0)), data.get("anchors", []))

@@ -21,31 +21,37 @@ from pdsearch.pruning import analyze, prune
 Progress = Callable[[str, int, int], None]  # (stage, measured, total): layer samples, then the whole-model anchors
 
 
-def axis_samples(channels: int, points: int, multiple: int = 1) -> tuple[list[int], list[int]]:
-    """Channel counts to time: (aligned: multiples of STEP and the full count; off: one channel short of those).
+def axis_samples(channels: int, points: int, multiple: int = 1, step: int = STEP) -> tuple[list[int], list[int]]:
+    """Channel counts to time: (aligned: multiples of ``step`` and the full count; off: one channel short of those).
 
     Counts keep ``multiple`` (a grouped conv's groups). Small layers get every step.
     """
     def fit(c: int) -> int:
         return max(multiple, min(channels, c // multiple * multiple))
 
-    step = max(STEP, int(np.ceil(channels / max(points - 1, 1) / STEP)) * STEP)
-    aligned = sorted({fit(c) for c in range(step, channels, step)} | {fit(min(STEP, channels)), channels})
-    off = sorted({fit(c - 1) for c in aligned if c > STEP and c % STEP == 0} - set(aligned))
+    stride = max(step, int(np.ceil(channels / max(points - 1, 1) / step)) * step)
+    aligned = sorted({fit(c) for c in range(stride, channels, stride)} | {fit(min(step, channels)), channels})
+    off = sorted({fit(c - 1) for c in aligned if c > step and c % step == 0} - set(aligned))
     return aligned, off
 
 
-def _grid_points(shape: LayerShape, points: int) -> dict[str, tuple[list[int], list[int]]]:
+def _grid_points(shape: LayerShape, points: int, block: int) -> dict[str, tuple[list[int], list[int]]]:
+    """(ins, outs) per grid; a depthwise layer's ``block`` (its kernels' channel multiple) is its step."""
     multiple = 1 if shape.depthwise or shape.groups == 1 else shape.groups
-    ins_a, ins_o = axis_samples(shape.in_channels, points, multiple)
-    outs_a, outs_o = axis_samples(shape.out_channels, points, multiple)
+    step = max(STEP, block) if shape.depthwise else STEP
+    ins_a, ins_o = axis_samples(shape.in_channels, points, multiple, step)
+    outs_a, outs_o = axis_samples(shape.out_channels, points, multiple, step)
     if shape.kind == "conv" and shape.in_channels <= 4:  # the stem's image channels are never pruned
         ins_a, ins_o = [shape.in_channels], [shape.in_channels]
     grids = {"aligned": (ins_a, outs_a), "off": (ins_o or ins_a, outs_o or outs_a)}
     if shape.depthwise:
         grids = {name: ([0], outs) for name, (_, outs) in grids.items()}
+    if shape.kind == "se":  # what it costs is the feature map's channels; the squeezed 1x1 ones are noise
+        grids = {name: (ins, [shape.out_channels]) for name, (ins, _) in grids.items()}
+        if not ins_o:
+            grids.pop("off", None)
     if not outs_o and not ins_o:
-        grids.pop("off")
+        grids.pop("off", None)
     return grids
 
 
@@ -104,7 +110,8 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
     shapes = layer_shapes(model, example[:1])
     unique = {s.key: s for s in shapes.values()}
     block = RUNTIMES[runtime].multiple(precision)
-    plans = {k: _grid_points(s, points) for k, s in unique.items()}
+    blocks = {k: RUNTIMES[runtime].multiple(precision, s.depthwise) for k, s in unique.items()}
+    plans = {k: _grid_points(s, points, blocks[k]) for k, s in unique.items()}
     structure = analyze(copy.deepcopy(model), input_size, in_channels)
     anchors_rates = anchor_rates(structure.groups)
     total = sum(len(ins) * len(outs) for grids in plans.values() for ins, outs in grids.values())
@@ -130,7 +137,7 @@ def build_table(model: nn.Module, model_name: str, input_size: int, in_channels:
                     if report:
                         report("layer measurements", done, total)
                 grids[name] = {"ins": ins, "outs": outs, "ms": ms}
-            tables[key] = LayerTable(shape, grids, block)
+            tables[key] = LayerTable(shape, grids, blocks[key])
         baselines, anchors = [], []
         for i, rates in enumerate(anchors_rates):
             pruned = prune(analyze(copy.deepcopy(model), input_size, in_channels), rates).eval()
