@@ -1,5 +1,6 @@
 """The latency model of the target: samples, interpolation, calibration, keys, budgets, the CLI verb, ONNX export."""
 import copy
+import dataclasses
 import json
 import shlex
 
@@ -57,6 +58,8 @@ def test_int8_depthwise_layers_are_sampled_and_read_on_their_own_kernels_multipl
     depthwise = LayerShape("conv", 144, 144, (3, 3), (1, 1), (1, 1), (1, 1), 144, 56, 56)
     grids = _grid_points(depthwise, 6, 16)
     assert all(c % 16 == 0 or c == 144 for c in grids["aligned"][1]) and all(c % 16 == 15 for c in grids["off"][1])
+    # 72 channels are off 16: the unpruned layer is read from the off grid, which holds it
+    assert 72 in _grid_points(dataclasses.replace(depthwise, in_channels=72, out_channels=72, groups=72), 6, 16)["off"][1]
     table = synthetic(planners("mobilenet_v2", 32))
     for t in table.tables.values():
         t.block = 16 if t.shape.depthwise else 8

@@ -43,6 +43,8 @@ def _grid_points(shape: LayerShape, points: int, block: int) -> dict[str, tuple[
     outs_a, outs_o = axis_samples(shape.out_channels, points, multiple, step)
     if shape.kind == "conv" and shape.in_channels <= 4:  # the stem's image channels are never pruned
         ins_a, ins_o = [shape.in_channels], [shape.in_channels]
+    if shape.in_channels % block or shape.out_channels % block:  # the table reads the unpruned layer off the block
+        ins_o, outs_o = sorted({*ins_o, shape.in_channels}), sorted({*outs_o, shape.out_channels})
     grids = {"aligned": (ins_a, outs_a), "off": (ins_o or ins_a, outs_o or outs_a)}
     if shape.depthwise:
         grids = {name: ([0], outs) for name, (_, outs) in grids.items()}
