@@ -18,6 +18,7 @@ alone.
 import argparse
 import copy
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=6, help="channel counts sampled per layer axis")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds, pruned against baseline")
+    parser.add_argument("--save", help="a folder: each table, and the policies' rates and measured ratios, as JSON "
+                                       "(to try another latency model on the same measurements)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows, builds = [], []
@@ -81,6 +84,9 @@ def main() -> None:
             print(f"{model} {runtime} {precision}: table of {len(table.tables)} layer shapes built in {time.time() - start:.0f} s, "
                   f"baseline {table.baseline_ms:.2f} ms (scale {table.scale:.2f}, {table.reorder_ms:.2f} ms per M "
                   "elements off the block)", flush=True)
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                table.save(Path(args.save) / f"{model}-{runtime}-{precision}.table.json")
             predictor = planner.latency_predictor(table)
             base_pred = predictor(np.zeros(len(planner.groups)))
             for label, rates, round_to in policies:
@@ -92,7 +98,7 @@ def main() -> None:
                 measured_red = 100 * (1 - mine.median_ms / theirs.median_ms)
                 predicted_red = 100 * (1 - predicted / base_pred)
                 rows.append({"model": model, "runtime": runtime, "precision": precision, "policy": label,
-                             "round_to": round_to,
+                             "round_to": round_to, "rates": list(map(float, rates)),
                              "flops_red_%": planner.plan_rates(Policy(gpr=10), rates).flops["reduction_pct"],
                              "measured_ms": mine.median_ms, "baseline_ms": theirs.median_ms,
                              "predicted_ms": predicted, "measured_red_%": measured_red,
@@ -100,6 +106,8 @@ def main() -> None:
                 print(f"  {label:22s} round_to {round_to}: measured {mine.median_ms:7.2f} ms ({measured_red:+.1f}%), "
                       f"predicted {predicted:7.2f} ms ({predicted_red:+.1f}%)", flush=True)
     table = pd.DataFrame(rows)
+    if args.save:
+        table.to_json(Path(args.save) / "policies.json", orient="records", indent=1, double_precision=15)
     # Drift-free: each measured latency against the baseline timed beside it, the prediction against the table's
     table["measured_ratio"] = table["measured_ms"] / table["baseline_ms"]
     table["predicted_ratio"] = 1 - table["predicted_red_%"] / 100

@@ -22,8 +22,10 @@ from pdsearch.pruning import analyze, prune
 from configs import tiny_table
 
 
-def synthetic(planner: Planner, block: int = 8, scale: float = 1.0, reorder_ms: float = 0.0) -> LatencyTable:
-    """A table whose layers cost cin·cout·HW (bilinear, so interpolation is exact between samples): no timing."""
+def synthetic(planner: Planner, block: int = 8, scale: float = 1.0, reorder_ms: float = 0.0,
+              off_factor: float | None = None) -> LatencyTable:
+    """A table whose layers cost cin·cout·HW (bilinear, so interpolation is exact between samples): no timing;
+    with ``off_factor``, an off grid (one channel short of each sample) costing that many times more."""
     shapes = layer_shapes(planner.structure.model, planner.structure.example_input)
     tables = {}
     for s in shapes.values():
@@ -31,8 +33,13 @@ def synthetic(planner: Planner, block: int = 8, scale: float = 1.0, reorder_ms: 
         outs = [s.out_channels] if s.kind == "se" else axis_samples(s.out_channels, 4)[0]
         cost = (lambda i, o, s=s: o * s.height * s.width * 1e-4) if s.depthwise else \
             (lambda i, o, s=s: i * o * s.height * s.width * 1e-6)
-        tables[s.key] = LayerTable(s, {"aligned": {"ins": ins, "outs": outs, "ms": [[cost(i, o) for o in outs]
-                                                                                  for i in ins]}}, block)
+        grids = {"aligned": {"ins": ins, "outs": outs, "ms": [[cost(i, o) for o in outs] for i in ins]}}
+        if off_factor:
+            ins_o = ins if s.depthwise or s.stem else [i - 1 for i in ins]
+            outs_o = [o - 1 for o in outs]
+            grids["off"] = {"ins": ins_o, "outs": outs_o, "ms": [[off_factor * cost(i, o) for o in outs_o]
+                                                                  for i in ins_o]}
+        tables[s.key] = LayerTable(s, grids, block)
     key = {"model": planner.model_name, "structure": structure_digest(shapes), "input_size": 32, "batch_size": 1,
            "runtime": "onnxruntime", "threads": 2, "device": "test"}
     full = sum(tables[s.key](s.in_channels, s.out_channels) for s in shapes.values())
@@ -69,24 +76,31 @@ def test_int8_depthwise_layers_are_sampled_and_read_on_their_own_kernels_multipl
     assert {t.block for t in loaded.tables.values() if not t.shape.depthwise} == {8}
 
 
-def test_a_table_reads_kept_channels_and_its_calibration_recovers_scale_and_reorder_cost(planners):
+def test_a_table_reads_kept_channels_and_its_calibration_recovers_each_terms_weight(planners):
     planner = planners("resnet20", 32)
-    truth = synthetic(planner, scale=0.8, reorder_ms=0.5)
+    truth = synthetic(planner, scale=0.8, reorder_ms=0.5, off_factor=1.5)
+    truth.penalty_scale, truth.off_layer_ms = 1.2, 0.05
     predict = planner.latency_predictor(truth)
     assert predict(np.zeros(len(planner.groups))) == pytest.approx(truth.baseline_ms)
     times = [predict(planner.pruned_channels([rate] * len(planner.groups), 8)) for rate in (0.0, 0.3, 0.6)]
     assert times[0] > times[1] > times[2]  # pruning more costs less on a cin·cout table
-    # anchors measured on a "target" with that scale and reorder cost: the fit finds both again
+    # anchors measured on a "target" with those weights: the fit finds each again
     anchors = []
-    for rate, round_to in ((0.25, 8), (0.5, 8), (0.2, 1), (0.35, 1), (0.6, 1)):
-        rates = [g.channels_to_prune(rate, round_to) / g.channels for g in planner.groups]
+    for rates in anchor_rates(planner.groups):
         pruned = prune(analyze(copy.deepcopy(planner.structure.model), 32), rates)
         kept = {n: (s.in_channels, s.out_channels) for n, s in layer_shapes(pruned, planner.structure.example_input).items()}
         anchors.append((kept, truth.predict(kept) / truth.baseline_ms))
     fitted = copy.deepcopy(truth)
-    fitted.scale, fitted.reorder_ms = 1.0, 0.0
+    fitted.scale, fitted.penalty_scale, fitted.reorder_ms, fitted.off_layer_ms = 1.0, None, 0.0, 0.0
     fitted.calibrate(anchors)
-    assert fitted.scale == pytest.approx(0.8, rel=1e-6) and fitted.reorder_ms == pytest.approx(0.5, rel=1e-6)
+    assert fitted.coefficients == pytest.approx([0.8, 1.2, 0.5, 0.05], rel=1e-6)
+    # a table written before the terms had weights of their own predicts as it did: one scale for both grids
+    old = truth.to_dict()
+    del old["penalty_scale"], old["off_layer_ms"]
+    kept = anchors[3][0]
+    old_table = LatencyTable.from_dict(old)
+    assert old_table.predict(kept) == pytest.approx(truth.baseline_ms + float(
+        np.array([0.8, 0.8, 0.5, 0.0]) @ (truth.features(kept) - truth.features({}))))
 
 
 def test_a_latency_budget_is_met_on_the_prediction_for_every_allocator_shape(planners):

@@ -52,6 +52,17 @@ class LayerShape:
         return self.kind == "conv" and self.groups > 1 and self.groups == self.in_channels == self.out_channels
 
     @property
+    def stem(self) -> bool:
+        """A conv on the image: its input channels are never pruned."""
+        return self.kind == "conv" and self.in_channels <= 4
+
+    def aligned(self, cin: float, cout: float, block: int) -> bool:
+        """Whether its kernels run on the multiple ``block`` they favour at these channels."""
+        if self.kind == "se":  # its squeezed channels are 1x1: no layout to leave
+            return round(cin) % block == 0
+        return (self.stem or round(cin) % block == 0) and round(cout) % block == 0
+
+    @property
     def key(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

@@ -41,9 +41,9 @@ def _grid_points(shape: LayerShape, points: int, block: int) -> dict[str, tuple[
     step = max(STEP, block) if shape.depthwise else STEP
     ins_a, ins_o = axis_samples(shape.in_channels, points, multiple, step)
     outs_a, outs_o = axis_samples(shape.out_channels, points, multiple, step)
-    if shape.kind == "conv" and shape.in_channels <= 4:  # the stem's image channels are never pruned
+    if shape.stem:
         ins_a, ins_o = [shape.in_channels], [shape.in_channels]
-    if shape.in_channels % block or shape.out_channels % block:  # the table reads the unpruned layer off the block
+    if not shape.aligned(shape.in_channels, shape.out_channels, block):  # the table reads it off the block unpruned
         ins_o, outs_o = sorted({*ins_o, shape.in_channels}), sorted({*outs_o, shape.out_channels})
     grids = {"aligned": (ins_a, outs_a), "off": (ins_o or ins_a, outs_o or outs_a)}
     if shape.depthwise:
