@@ -80,10 +80,11 @@ def main() -> None:
                                 points=args.points, precision=precision)
             builds.append({"model": model, "runtime": runtime, "precision": precision, "build_s": time.time() - start,
                            "layers": len(table.layers), "shapes": len(table.tables),
-                           "baseline_ms": table.baseline_ms, "scale": table.scale, "reorder_ms": table.reorder_ms})
+                           "baseline_ms": table.baseline_ms,
+                           **dict(zip(("scale", "penalty_scale", "reorder_ms", "off_layer_ms"), table.coefficients))})
             print(f"{model} {runtime} {precision}: table of {len(table.tables)} layer shapes built in {time.time() - start:.0f} s, "
-                  f"baseline {table.baseline_ms:.2f} ms (scale {table.scale:.2f}, {table.reorder_ms:.2f} ms per M "
-                  "elements off the block)", flush=True)
+                  f"baseline {table.baseline_ms:.2f} ms (weights of {', '.join(table.TERMS)}: "
+                  f"{', '.join(f'{w:.3g}' for w in table.coefficients)})", flush=True)
             if args.save:
                 Path(args.save).mkdir(parents=True, exist_ok=True)
                 table.save(Path(args.save) / f"{model}-{runtime}-{precision}.table.json")
