@@ -42,8 +42,8 @@ RUNTIMES: dict[str, Runtime] = {
     "torch": Runtime("torch", "pdsearch.cost.latency:torch_session"),  # eager PyTorch, what trials train in
     # INT8 (QDQ, u8s8 on AVX-512 VNNI): per channel², 48/56/64/72 channels were the fastest counts of 48-72,
     # 52/60/68 next, the rest 1.5-2x slower; its depthwise 3x3 conv is fast on multiples of 16 only (80-144
-    # channels: 0.67-0.92 of 144's time there, 1.2-3.7 on the other multiples of 8 and 1.0-1.7 off them)
-    # (benchmarks/quantization.py --part multiples)
+    # channels, each timed against 144 in alternating rounds: 0.67-0.92 of its time there, 1.2-3.7 on the other
+    # multiples of 8, 1.0-1.7 off them) (benchmarks/quantization.py --part multiples sweeps both)
     "onnxruntime": Runtime("onnxruntime", "pdsearch.cost.latency:onnxruntime_session", requires="onnxruntime",
                            extra="onnx", channel_multiple=4, channel_multiples={"int8": 8},
                            depthwise_multiples={"int8": 16}),
