@@ -50,10 +50,8 @@ def _grid_points(shape: LayerShape, points: int, block: int) -> dict[str, tuple[
         grids = {name: ([0], outs) for name, (_, outs) in grids.items()}
     if shape.kind == "se":  # what it costs is the feature map's channels; the squeezed 1x1 ones are noise
         grids = {name: (ins, [shape.out_channels]) for name, (ins, _) in grids.items()}
-        if not ins_o:
-            grids.pop("off", None)
-    if not outs_o and not ins_o:
-        grids.pop("off", None)
+    if not (ins_o if shape.kind == "se" else ins_o or outs_o):  # nothing off the step to sample
+        grids.pop("off")
     return grids
 
 
